@@ -1,0 +1,180 @@
+"""Per-run records: writers used by the GPU job and readers used by every CPU rule.
+
+The layout of one run directory is documented in docs/records.md. Readers load lazily
+(one array at a time) so that CPU rules keep memory bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path, write_json, write_parquet
+
+VIDEO = "video.mp4"
+STEPS = "steps.safetensors"
+SCHEDULE = "schedule.parquet"
+ACTIVATIONS_NPZ = "activations.npz"
+ACTIVATIONS_TABLE = "activations.parquet"
+META = "meta.json"
+RECORD_FILES = (VIDEO, STEPS, SCHEDULE, ACTIVATIONS_NPZ, ACTIVATIONS_TABLE, META)
+
+MAP_NAMES = ("norm", "frame_energy", "channel_var", "topk_channels", "topk_maps", "pca", "pca_explained")
+
+
+def x0_key(step: int) -> str:
+    return f"x0_hat.{step:04d}"
+
+
+def map_key(layer: int, step: int, pass_: str, name: str) -> str:
+    """Key of one reduced map in activations.npz, e.g. ``L20.S0013.cond.norm``."""
+    return f"L{layer:02d}.S{step:04d}.{pass_}.{name}"
+
+
+def parse_map_key(key: str) -> tuple[int, int, str, str]:
+    layer, step, pass_, name = key.split(".")
+    return int(layer[1:]), int(step[1:]), pass_, name
+
+
+def write_video(target: str | Path, frames: np.ndarray, fps: int, quality: int = 5) -> None:
+    """Write uint8 frames (T, H, W, 3) as H.264 mp4, atomically."""
+    import imageio.v2 as imageio
+
+    with atomic_path(target) as tmp:
+        writer = imageio.get_writer(
+            tmp, fps=fps, quality=quality, codec="libx264", macro_block_size=1, format="FFMPEG"
+        )
+        try:
+            for frame in frames:
+                writer.append_data(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Read a video as uint8 (T, H, W, 3)."""
+    import imageio.v2 as imageio
+
+    reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+        return np.stack([np.asarray(frame)[..., :3] for frame in reader])
+    finally:
+        reader.close()
+
+
+def write_steps(target: str | Path, x0_hats: dict[int, Any], final_latent: Any) -> None:
+    """Write x0_hat latents (fp16) of the recorded steps plus the final latent (fp32)."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {x0_key(step): t.detach().to("cpu", torch.float16).contiguous() for step, t in x0_hats.items()}
+    tensors["final_latent"] = final_latent.detach().to("cpu", torch.float32).contiguous()
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "stepscope.steps.v1"})
+
+
+def write_activation_maps(target: str | Path, maps: dict[str, np.ndarray]) -> None:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **maps)
+
+
+@dataclass
+class RunRecords:
+    """Lazy reader over one run directory."""
+
+    path: Path
+    _npz: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+
+    @cached_property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / META).read_text())
+
+    @cached_property
+    def schedule(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / SCHEDULE)
+
+    @cached_property
+    def activations(self) -> pd.DataFrame:
+        return pd.read_parquet(self.path / ACTIVATIONS_TABLE)
+
+    @property
+    def npz(self):
+        if self._npz is None:
+            self._npz = np.load(self.path / ACTIVATIONS_NPZ)
+        return self._npz
+
+    def map_keys(self) -> list[tuple[int, int, str, str]]:
+        with zipfile.ZipFile(self.path / ACTIVATIONS_NPZ) as archive:
+            return [parse_map_key(name[: -len(".npy")]) for name in archive.namelist()]
+
+    def maps(self, layer: int, step: int, pass_: str = "cond") -> dict[str, np.ndarray]:
+        """The reduced maps of one (layer, step, pass): norm (f,h,w), pca (f,h,w,3), ..."""
+        return {name: self.npz[map_key(layer, step, pass_, name)] for name in MAP_NAMES}
+
+    def map(self, layer: int, step: int, name: str, pass_: str = "cond") -> np.ndarray:
+        return self.npz[map_key(layer, step, pass_, name)]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.activations["layer"].unique().tolist())
+
+    @property
+    def captured_steps(self) -> list[int]:
+        return sorted(self.activations["step"].unique().tolist())
+
+    @property
+    def recorded_steps(self) -> list[int]:
+        return self.schedule.loc[self.schedule["recorded"], "step"].tolist()
+
+    def x0_hat(self, step: int):
+        from safetensors import safe_open
+
+        with safe_open(self.path / STEPS, framework="pt") as handle:
+            return handle.get_tensor(x0_key(step))
+
+    def final_latent(self):
+        from safetensors import safe_open
+
+        with safe_open(self.path / STEPS, framework="pt") as handle:
+            return handle.get_tensor("final_latent")
+
+    def frames(self) -> np.ndarray:
+        return read_video(self.path / VIDEO)
+
+    def close(self) -> None:
+        if self._npz is not None:
+            self._npz.close()
+            self._npz = None
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """A run is complete when meta.json exists; it is written last."""
+    run_dir = Path(run_dir)
+    return all((run_dir / name).exists() for name in RECORD_FILES)
+
+
+def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:
+    write_parquet(target, pd.DataFrame(rows, columns=["step", "timestep", "sigma", "expert", "recorded"]))
+
+
+def write_activation_table(target: str | Path, rows: list[dict[str, Any]]) -> None:
+    columns = [
+        "step", "layer", "pass", "expert", "frames", "height", "width", "dim",
+        "mean_norm", "std_norm", "max_norm", "total_energy", "pca_ev1", "pca_ev2", "pca_ev3",
+    ]
+    write_parquet(target, pd.DataFrame(rows, columns=columns))
+
+
+def write_meta(target: str | Path, meta: dict[str, Any]) -> None:
+    write_json(target, meta)
