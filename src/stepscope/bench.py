@@ -1,0 +1,462 @@
+"""VBVR-Bench samples: a tiny generated demo bench, the task sheet, and a scan that builds the manifest.
+
+A bench tree is ``<root>/<split>/<task>/<sample>/{first_frame.png, final_frame.png, ground_truth.mp4,
+prompt.txt}``. Everything downstream (sampling jobs, scoring) reads samples through the manifest that
+`scan_bench` returns, so broken samples are found once, up front, with a message that names the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterable
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from .atomic import atomic_path, write_text
+from .records import write_video
+
+FIRST_FRAME = "first_frame.png"
+FINAL_FRAME = "final_frame.png"
+GROUND_TRUTH = "ground_truth.mp4"
+PROMPT = "prompt.txt"
+SAMPLE_FILES = (FIRST_FRAME, FINAL_FRAME, GROUND_TRUTH, PROMPT)
+SPLITS = ("In-Domain_50", "Out-of-Domain_50")
+GT_FPS = 16
+
+SHEET_COLUMNS = ("split", "task", "category")
+MANIFEST_COLUMNS = (
+    "split",
+    "task",
+    "sample",
+    "first_frame",
+    "final_frame",
+    "ground_truth",
+    "prompt_file",
+    "prompt",
+    "gt_num_frames",
+    "gt_fps",
+    "width",
+    "height",
+)
+ERROR_COLUMNS = ("split", "task", "sample", "path", "reason")
+
+_REFETCH = "re-download the sample from Video-Reason/VBVR-Bench-Data (or regenerate the demo bench)"
+
+# --------------------------------------------------------------------------------------------------
+# Demo bench: simple visual-reasoning tasks drawn with PIL, so the pipeline runs without the real data.
+# --------------------------------------------------------------------------------------------------
+
+Render = Callable[[float], np.ndarray]
+RGB = tuple[int, int, int]
+
+_COLOURS: dict[str, RGB] = {
+    "red": (220, 40, 40),
+    "blue": (40, 80, 220),
+    "orange": (240, 140, 30),
+    "purple": (140, 60, 200),
+}
+_GREEN: RGB = (40, 170, 70)
+_INK: RGB = (20, 20, 20)
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    return a + (b - a) * t
+
+
+def _lerp_rgb(a: RGB, b: RGB, t: float) -> RGB:
+    return tuple(round(_lerp(x, y, t)) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+
+
+def _pick_colour(rng: np.random.Generator) -> tuple[str, RGB]:
+    name = str(rng.choice(list(_COLOURS)))
+    return name, _COLOURS[name]
+
+
+def _painter(size: int, background: RGB, draw: Callable[[ImageDraw.ImageDraw, float], None]) -> Render:
+    """Turn a drawing function of t in [0, 1] into a renderer of uint8 (size, size, 3) frames."""
+
+    def render(t: float) -> np.ndarray:
+        image = Image.new("RGB", (size, size), background)
+        draw(ImageDraw.Draw(image), t)
+        return np.asarray(image)
+
+    return render
+
+
+def _move_to_target(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    side = 0.16 * size
+    x0, y0 = rng.uniform(0.05, 0.3) * size, rng.uniform(0.1, 0.74) * size
+    x1, y1 = rng.uniform(0.55, 0.79) * size, rng.uniform(0.1, 0.74) * size
+    line = max(1, size // 32)
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.rectangle([x1, y1, x1 + side, y1 + side], outline=_GREEN, width=line)
+        x, y = _lerp(x0, x1, t), _lerp(y0, y1, t)
+        d.rectangle([x, y, x + side, y + side], fill=colour)
+
+    return f"Move the {name} square onto the green target outline.", _painter(size, bg, draw)
+
+
+def _fill_circle(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    r = rng.uniform(0.15, 0.3) * size
+    cx, cy = rng.uniform(r + 2, size - r - 2), rng.uniform(r + 2, size - r - 2)
+    line = max(1, size // 32)
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_lerp_rgb(bg, colour, t), outline=_INK, width=line)
+
+    return f"Fill the outlined circle with {name}.", _painter(size, bg, draw)
+
+
+def _ball_to_wall(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    r = rng.uniform(0.06, 0.1) * size
+    floor = rng.uniform(0.7, 0.85) * size
+    wall = size - max(2, size // 16)
+    x0, x1 = rng.uniform(0.1, 0.4) * size, wall - r
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.rectangle([0, floor, size, size], fill=_INK)
+        d.rectangle([wall, 0, size, floor], fill=_INK)
+        x = _lerp(x0, x1, t)
+        d.ellipse([x - r, floor - 2 * r, x + r, floor], fill=colour)
+
+    return (
+        f"The {name} ball rolls to the right until it touches the wall.",
+        _painter(size, bg, draw),
+    )
+
+
+def _bar_to_mark(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    base, width = 0.9 * size, 0.16 * size
+    x = rng.uniform(0.2, 0.64) * size
+    h0, h1 = rng.uniform(0.1, 0.3) * size, rng.uniform(0.5, 0.8) * size
+    line = max(1, size // 32)
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.line([x - 0.1 * size, base - h1, x + width + 0.1 * size, base - h1], fill=_INK, width=line)
+        d.rectangle([x, base - _lerp(h0, h1, t), x + width, base], fill=colour)
+
+    return f"Grow the {name} bar upward until it reaches the marked line.", _painter(size, bg, draw)
+
+
+def _shrink_to_match(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    big, small = rng.uniform(0.3, 0.4) * size, rng.uniform(0.1, 0.16) * size
+    cx, cy = 0.3 * size, rng.uniform(0.3, 0.7) * size
+    rx, ry = 0.8 * size, rng.uniform(0.2, 0.8) * size
+    line = max(1, size // 32)
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.rectangle(
+            [rx - small / 2, ry - small / 2, rx + small / 2, ry + small / 2], outline=_INK, width=line
+        )
+        half = _lerp(big, small, t) / 2
+        d.rectangle([cx - half, cy - half, cx + half, cy + half], fill=colour)
+
+    return (
+        f"Shrink the {name} square until it is the same size as the small outlined square.",
+        _painter(size, bg, draw),
+    )
+
+
+def _drop_to_floor(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    name, colour = _pick_colour(rng)
+    side = rng.uniform(0.12, 0.2) * size
+    floor = rng.uniform(0.8, 0.9) * size
+    x = rng.uniform(0.1, 0.9) * size - side / 2
+    y0 = rng.uniform(0.05, 0.25) * size
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        d.rectangle([0, floor, size, size], fill=_INK)
+        y = _lerp(y0, floor - side, t)
+        d.rectangle([x, y, x + side, y + side], fill=colour)
+
+    return f"The {name} block falls straight down and lands on the floor.", _painter(size, bg, draw)
+
+
+# Ordered: split i of a demo bench gets the next `tasks_per_split` tasks, so splits never share a task.
+DEMO_TASKS: dict[str, Callable[[np.random.Generator, int, RGB], tuple[str, Render]]] = {
+    "D-1_move_to_target_data-generator": _move_to_target,
+    "D-2_fill_circle_data-generator": _fill_circle,
+    "D-3_ball_to_wall_data-generator": _ball_to_wall,
+    "D-4_bar_to_mark_data-generator": _bar_to_mark,
+    "D-5_shrink_to_match_data-generator": _shrink_to_match,
+    "D-6_drop_to_floor_data-generator": _drop_to_floor,
+}
+
+
+def _save_png(target: Path, frame: np.ndarray) -> None:
+    with atomic_path(target) as tmp:
+        Image.fromarray(frame).save(tmp, format="PNG")
+
+
+def generate_demo_bench(
+    root: str | os.PathLike,
+    *,
+    splits: Iterable[str] = SPLITS,
+    tasks_per_split: int = 2,
+    samples_per_task: int = 2,
+    size: int = 64,
+    num_frames: int = 13,
+    seed: int = 0,
+) -> Path:
+    """Write a small bench in the exact VBVR layout, so the pipeline and its tests run without real data.
+
+    Each sample draws from its own random stream, derived from (seed, task, sample), so reruns give
+    byte-identical PNGs and prompts. The ground-truth video eases from the first frame (t=0) to the
+    solved final frame (t=1) at 16 fps.
+    """
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    if len(splits) * tasks_per_split > len(DEMO_TASKS):
+        raise ValueError(
+            f"{len(splits)} splits x {tasks_per_split} tasks need more than the {len(DEMO_TASKS)} demo tasks"
+        )
+    if size < 16 or size % 2:
+        raise ValueError(f"size={size}: use an even size >= 16 (H.264 with yuv420p needs even sides)")
+    if num_frames < 2:
+        raise ValueError(f"num_frames={num_frames}: a ground-truth video needs at least 2 frames")
+    root = Path(root)
+    names = list(DEMO_TASKS)
+    times = np.linspace(0.0, 1.0, num_frames)
+    eased = times * times * (3 - 2 * times)  # smoothstep: objects start and stop gently
+    for split_index, split in enumerate(splits):
+        for task_index in range(split_index * tasks_per_split, (split_index + 1) * tasks_per_split):
+            task = names[task_index]
+            for sample in range(samples_per_task):
+                rng = np.random.default_rng([seed, task_index, sample])
+                background = tuple(int(v) for v in rng.integers(225, 256, size=3))
+                prompt, render = DEMO_TASKS[task](rng, size, background)
+                frames = np.stack([render(float(t)) for t in eased])
+                out = sample_dir(root, split, task, sample)
+                _save_png(out / FIRST_FRAME, frames[0])
+                _save_png(out / FINAL_FRAME, frames[-1])
+                write_video(out / GROUND_TRUTH, frames, fps=GT_FPS)
+                write_text(out / PROMPT, prompt + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------------------------------
+# Task sheet
+# --------------------------------------------------------------------------------------------------
+
+
+def read_task_sheet(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the tab-separated task list (split, task, category) and fail early on a malformed sheet.
+
+    The sheet decides which jobs the workflow plans, so a duplicated or blank task would silently
+    double or drop work; every error names the file and the offending lines.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task sheet {path} not found (copy shared/reference/vbvr_bench_tasks.tsv)")
+    try:
+        sheet = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"task sheet {path} is empty; expected a header 'split<TAB>task<TAB>category'"
+        ) from None
+    missing = [c for c in SHEET_COLUMNS if c not in sheet.columns]
+    if missing:
+        raise ValueError(
+            f"task sheet {path}: missing column(s) {missing} (found {list(sheet.columns)}); "
+            "expected a tab-separated header 'split<TAB>task<TAB>category'"
+        )
+    if sheet.empty:
+        raise ValueError(f"task sheet {path} has a header but no tasks")
+    for column in SHEET_COLUMNS:
+        sheet[column] = sheet[column].str.strip()
+    blank = sheet.index[(sheet[list(SHEET_COLUMNS)] == "").any(axis=1)]
+    if len(blank):
+        raise ValueError(f"task sheet {path}: blank split/task/category on line(s) {[i + 2 for i in blank]}")
+    duplicated = sheet[sheet["task"].duplicated(keep=False)]
+    if len(duplicated):
+        lines = {task: [i + 2 for i in rows.index] for task, rows in duplicated.groupby("task")}
+        raise ValueError(f"task sheet {path}: task(s) listed more than once (task: lines): {lines}")
+    return sheet
+
+
+# --------------------------------------------------------------------------------------------------
+# Sample validation and the scan
+# --------------------------------------------------------------------------------------------------
+
+
+def sample_dir(bench_root: str | os.PathLike, split: str, task: str, sample: str | int) -> Path:
+    """Folder of one sample; an integer sample index is written the VBVR way (5 digits, e.g. 00003)."""
+    name = f"{sample:05d}" if isinstance(sample, int) else sample
+    return Path(bench_root) / split / task / name
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        image.load()  # decodes the pixels, so a truncated PNG fails here and not in a GPU job
+        return image.size
+
+
+def _video_facts(path: Path) -> tuple[int, float]:
+    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))  # decodes every frame
+    if not num_frames:
+        raise ValueError("the video has no frames")
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        fps = float(next(reader)["fps"])
+    finally:
+        reader.close()
+    return num_frames, fps
+
+
+def _prompt_text(path: Path) -> str:
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise ValueError("the prompt is blank")
+    return text
+
+
+_READERS: dict[str, Callable[[Path], Any]] = {
+    FIRST_FRAME: _image_size,
+    FINAL_FRAME: _image_size,
+    GROUND_TRUTH: _video_facts,
+    PROMPT: _prompt_text,
+}
+
+
+def _inspect_sample(folder: Path) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+    """Read every file of a sample once; return (problems as (path, reason), facts by file name)."""
+    if not folder.is_dir():
+        return [(folder, f"sample folder not found; {_REFETCH}")], {}
+    problems: list[tuple[Path, str]] = []
+    facts: dict[str, Any] = {}
+    for name, read in _READERS.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append((path, f"missing; {_REFETCH}"))
+        elif path.stat().st_size == 0:
+            problems.append((path, f"empty file; {_REFETCH}"))
+        else:
+            try:
+                facts[name] = read(path)
+            except Exception as exc:  # any decoding failure means the same thing: this file is unusable
+                detail = (str(exc).strip().splitlines() or [""])[-1]  # ffmpeg puts the cause last
+                problems.append((path, f"unreadable ({type(exc).__name__}: {detail}); {_REFETCH}"))
+    first, final = facts.get(FIRST_FRAME), facts.get(FINAL_FRAME)
+    if first and final and first != final:
+        problems.append(
+            (
+                folder / FINAL_FRAME,
+                f"size {final[0]}x{final[1]} differs from {FIRST_FRAME} ({first[0]}x{first[1]})",
+            )
+        )
+    return problems, facts
+
+
+def validate_sample_files(sample_dir: str | os.PathLike) -> list[str]:
+    """Problems with one sample as 'path: reason; fix' lines (empty when usable), for failing fast."""
+    problems, _ = _inspect_sample(Path(sample_dir))
+    return [f"{path}: {reason}" for path, reason in problems]
+
+
+def scan_bench(
+    root: str | os.PathLike,
+    *,
+    splits: Iterable[str],
+    task_globs: Iterable[str] = ("*",),
+    max_samples_per_task: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Build (manifest, errors) for the samples under `root`, decoding each file once.
+
+    A broken sample goes to `errors` (one row per problem) and the scan goes on, so one bad download
+    does not stop a 500-sample run. A missing split folder or a task glob that matches no task folder
+    raises instead: those are configuration mistakes, not bad samples. Hidden folders are skipped and
+    `max_samples_per_task` keeps the first sample folders by name.
+    """
+    splits = [splits] if isinstance(splits, str) else list(splits)
+    task_globs = [task_globs] if isinstance(task_globs, str) else list(task_globs)
+    if max_samples_per_task is not None and max_samples_per_task < 1:
+        raise ValueError(f"max_samples_per_task={max_samples_per_task}: use None or a positive number")
+    root = Path(root).absolute()
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    used_globs: set[str] = set()
+    for split in splits:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(
+                f"split folder {split_dir} not found; check the bench root and the splits"
+            )
+        for task_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            matched = {g for g in task_globs if fnmatchcase(task_dir.name, g)}
+            if not matched:
+                continue
+            used_globs |= matched
+            samples = sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+            for folder in samples[:max_samples_per_task]:
+                key = {"split": split, "task": task_dir.name, "sample": folder.name}
+                problems, facts = _inspect_sample(folder)
+                if problems:
+                    errors.extend({**key, "path": str(path), "reason": reason} for path, reason in problems)
+                    continue
+                num_frames, fps = facts[GROUND_TRUTH]
+                width, height = facts[FIRST_FRAME]
+                rows.append(
+                    {
+                        **key,
+                        "first_frame": str(folder / FIRST_FRAME),
+                        "final_frame": str(folder / FINAL_FRAME),
+                        "ground_truth": str(folder / GROUND_TRUTH),
+                        "prompt_file": str(folder / PROMPT),
+                        "prompt": facts[PROMPT],
+                        "gt_num_frames": num_frames,
+                        "gt_fps": fps,
+                        "width": width,
+                        "height": height,
+                    }
+                )
+    unused = [g for g in task_globs if g not in used_globs]
+    if unused:
+        raise ValueError(f"task glob(s) {unused} match no task folder in {root} under splits {splits}")
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).astype(
+        {"gt_num_frames": "int64", "gt_fps": "float64", "width": "int64", "height": "int64"}
+    )
+    error_frame = pd.DataFrame(errors, columns=list(ERROR_COLUMNS))
+    order = ["split", "task", "sample"]
+    return (
+        manifest.sort_values(order, ignore_index=True),
+        error_frame.sort_values(order, ignore_index=True, kind="stable"),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Placeholder tree for dry runs
+# --------------------------------------------------------------------------------------------------
+
+
+def make_fake_bench_tree(
+    root: str | os.PathLike, task_sheet: str | os.PathLike | pd.DataFrame, samples_per_task: int = 5
+) -> Path:
+    """Create the full-size folder tree with placeholder files, for planning (dry-run) tests only.
+
+    The PNGs are 1x1 and ground_truth.mp4 is empty, so `scan_bench` reports every sample of this tree
+    as an error: use it to check which jobs the workflow plans, never to run or scan samples.
+    """
+    sheet = task_sheet if isinstance(task_sheet, pd.DataFrame) else read_task_sheet(task_sheet)
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+    placeholders = {FIRST_FRAME: buffer.getvalue(), FINAL_FRAME: buffer.getvalue(), GROUND_TRUTH: b""}
+    for split, task in sheet[["split", "task"]].itertuples(index=False):
+        for sample in range(samples_per_task):
+            folder = sample_dir(root, split, task, sample)
+            for name, data in placeholders.items():
+                with atomic_path(folder / name) as tmp:
+                    tmp.write_bytes(data)
+            write_text(folder / PROMPT, f"Placeholder prompt for {task} sample {sample:05d}.\n")
+    return Path(root)
