@@ -170,8 +170,21 @@ def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:
 
 def write_activation_table(target: str | Path, rows: list[dict[str, Any]]) -> None:
     columns = [
-        "step", "layer", "pass", "expert", "frames", "height", "width", "dim",
-        "mean_norm", "std_norm", "max_norm", "total_energy", "pca_ev1", "pca_ev2", "pca_ev3",
+        "step",
+        "layer",
+        "pass",
+        "expert",
+        "frames",
+        "height",
+        "width",
+        "dim",
+        "mean_norm",
+        "std_norm",
+        "max_norm",
+        "total_energy",
+        "pca_ev1",
+        "pca_ev2",
+        "pca_ev3",
     ]
     write_parquet(target, pd.DataFrame(rows, columns=columns))
 

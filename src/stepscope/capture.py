@@ -1,0 +1,226 @@
+"""Forward hooks on DiT blocks that reduce hidden states on the device.
+
+A raw block output of the real 14B model at 480p is 335 MB; we never copy it. Each hook
+reduces (N, D) tokens to a few maps (token norms, channel variance, top-k channel maps,
+3-component PCA) on the device, and only those small tensors reach the host, once per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .families.base import StepScopeError
+from .records import map_key
+
+PCA_ITERATIONS = 6
+PCA_OVERSAMPLE = 8
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    layers: tuple[int, ...] = (0, 10, 20, 30, 39)
+    steps: frozenset[int] | None = None  # None = every step
+    passes: tuple[str, ...] = ("cond",)
+    top_k: int = 6
+
+    def wants_step(self, step: int) -> bool:
+        return self.steps is None or step in self.steps
+
+
+def _fixed_sign(vectors: torch.Tensor) -> torch.Tensor:
+    """Flip each column so that its largest-magnitude entry is positive (deterministic PCA)."""
+    index = vectors.abs().argmax(dim=0)
+    signs = torch.sign(vectors[index, torch.arange(vectors.shape[1], device=vectors.device)])
+    signs[signs == 0] = 1
+    return vectors * signs
+
+
+def top_principal_components(
+    centred: torch.Tensor, n_components: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top principal directions (D, n) and their variances of centred tokens (N, D).
+
+    Subspace iteration with a fixed start: a few N x D x 11 products instead of a D x D
+    eigendecomposition (D = 5120 for Wan 14B), deterministic and well inside 1% of a
+    block's cost. Exact (dense eigh) when D is small.
+    """
+    n_tokens, dim = centred.shape
+    if dim <= 256:
+        covariance = centred.T @ centred / n_tokens
+        values, vectors = torch.linalg.eigh(covariance)
+        order = torch.argsort(values, descending=True)[:n_components]
+        return _fixed_sign(vectors[:, order]), values[order].clamp_min(0)
+    width = min(dim, n_components + PCA_OVERSAMPLE)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    basis = torch.randn(dim, width, generator=generator).to(centred.device, centred.dtype)
+    basis, _ = torch.linalg.qr(basis)
+    for _ in range(PCA_ITERATIONS):
+        basis, _ = torch.linalg.qr(centred.T @ (centred @ basis))
+    projected = centred @ basis
+    small = projected.T @ projected / n_tokens
+    values, vectors = torch.linalg.eigh(small)
+    order = torch.argsort(values, descending=True)[:n_components]
+    return _fixed_sign(basis @ vectors[:, order]), values[order].clamp_min(0)
+
+
+@torch.no_grad()
+def reduce_tokens(
+    tokens: torch.Tensor, grid: tuple[int, int, int], top_k: int = 6
+) -> dict[str, torch.Tensor]:
+    """Reduce one block output (N, D) on the patch grid (f, h, w) to the maps of docs/records.md."""
+    f, h, w = grid
+    x = tokens.reshape(-1, tokens.shape[-1]).float()
+    if x.shape[0] != f * h * w:
+        raise StepScopeError(
+            f"block output has {x.shape[0]} tokens but the patch grid {grid} has {f * h * w}"
+        )
+    norm = x.norm(dim=1)
+    channel_var = x.var(dim=0, unbiased=False)
+    k = min(top_k, x.shape[1])
+    top_channels = torch.topk(channel_var, k).indices
+    centred = x - x.mean(dim=0, keepdim=True)
+    components, variances = top_principal_components(centred, 3)
+    total_variance = channel_var.sum().clamp_min(1e-12)
+    return {
+        "norm": norm.view(f, h, w),
+        "frame_energy": norm.view(f, h * w).mean(dim=1),
+        "channel_var": channel_var,
+        "topk_channels": top_channels,
+        "topk_maps": x[:, top_channels].T.reshape(k, f, h, w),
+        "pca": (centred @ components).view(f, h, w, -1),
+        "pca_explained": variances / total_variance,
+    }
+
+
+def summary_row(maps: dict[str, np.ndarray]) -> dict[str, float]:
+    norm = maps["norm"].astype(np.float64)
+    explained = list(maps["pca_explained"]) + [0.0] * 3
+    return {
+        "mean_norm": float(norm.mean()),
+        "std_norm": float(norm.std()),
+        "max_norm": float(norm.max()),
+        "total_energy": float(np.square(norm).sum()),
+        "pca_ev1": float(explained[0]),
+        "pca_ev2": float(explained[1]),
+        "pca_ev3": float(explained[2]),
+    }
+
+
+STORED_DTYPES = {
+    "norm": np.float32,
+    "frame_energy": np.float32,
+    "channel_var": np.float32,
+    "topk_channels": np.int64,
+    "topk_maps": np.float16,
+    "pca": np.float16,
+    "pca_explained": np.float32,
+}
+
+
+@dataclass
+class Recorder:
+    """Holds hook state for one sampling run: which step/pass/expert is running, what was captured."""
+
+    spec: CaptureSpec
+    step: int = -1
+    pass_: str = "cond"
+    expert: str = "dit"
+    seed_index: int = 0
+    grid: tuple[int, int, int] | None = None
+    pending: list[tuple[int, int, str, str, dict[str, torch.Tensor]]] = field(default_factory=list)
+    maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    handles: list[Any] = field(default_factory=list)
+
+    def active(self) -> bool:
+        return self.spec.wants_step(self.step) and self.pass_ in self.spec.passes
+
+    def attach(
+        self, dits: dict[str, torch.nn.Module], block_list_name: str, patch_embeddings: dict[str, Any]
+    ) -> None:
+        for expert, dit in dits.items():
+            check_hookable(dit, block_list_name)
+            blocks = getattr(dit, block_list_name)
+            for layer in self.spec.layers:
+                if layer >= len(blocks) or layer < -len(blocks):
+                    raise StepScopeError(
+                        f"layer {layer} does not exist: the {expert} DiT has {len(blocks)} blocks (0-{len(blocks) - 1})"
+                    )
+                self.handles.append(blocks[layer].register_forward_hook(self._block_hook(layer)))
+            embedding = patch_embeddings.get(expert)
+            if embedding is not None:
+                self.handles.append(embedding.register_forward_hook(self._grid_hook))
+
+    def detach(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _grid_hook(self, module, inputs, output) -> None:
+        self.grid = tuple(int(size) for size in output.shape[2:5])
+
+    def set_grid(self, grid: tuple[int, int, int]) -> None:
+        self.grid = grid
+
+    def _block_hook(self, layer: int):
+        def hook(module, inputs, output):
+            if not self.active():
+                return
+            hidden = output[0] if isinstance(output, tuple) else output
+            if self.grid is None:
+                raise StepScopeError(
+                    "patch grid unknown: the patch-embedding hook did not fire before the block"
+                )
+            tokens = hidden[0] if hidden.dim() == 3 else hidden
+            reduced = reduce_tokens(tokens, self.grid, self.spec.top_k)
+            self.pending.append((self.seed_index, layer, self.pass_, self.expert, reduced))
+
+        return hook
+
+    def flush(self) -> None:
+        """Copy this step's reduced maps to the host (one sync per step, not per hook)."""
+        for seed_index, layer, pass_, expert, reduced in self.pending:
+            arrays = {
+                name: value.detach().cpu().numpy().astype(STORED_DTYPES[name])
+                for name, value in reduced.items()
+            }
+            store = self.maps.setdefault(seed_index, {})
+            for name, array in arrays.items():
+                store[map_key(layer, self.step, pass_, name)] = array
+            f, h, w = arrays["norm"].shape
+            self.rows.setdefault(seed_index, []).append(
+                {
+                    "step": self.step,
+                    "layer": layer,
+                    "pass": pass_,
+                    "expert": expert,
+                    "frames": f,
+                    "height": h,
+                    "width": w,
+                    "dim": int(arrays["channel_var"].shape[0]),
+                    **summary_row(arrays),
+                }
+            )
+        self.pending.clear()
+
+
+def check_hookable(dit: torch.nn.Module, block_list_name: str) -> None:
+    """Refuse models whose compiled graphs would bypass Python forward hooks."""
+    blocks = getattr(dit, block_list_name, None)
+    if blocks is None:
+        raise StepScopeError(f"{type(dit).__name__} has no `{block_list_name}`: cannot capture its blocks")
+    compiled = [
+        module
+        for module in [dit, *blocks]
+        if getattr(module, "_compiled_call_impl", None) is not None
+        or type(module).__name__ == "OptimizedModule"
+    ]
+    if compiled:
+        raise StepScopeError(
+            "the DiT (or its blocks) is torch.compile'd: compiled graphs ignore hooks registered afterwards, "
+            "so captures would be silently missing. Load the pipeline without compile_pipeline() to capture."
+        )

@@ -1,0 +1,306 @@
+"""Our own denoising loop over a diffsynth pipeline's units, model_fn and scheduler.
+
+`pipe(...)` exposes no per-step state, so the loop below re-runs the body of the pipeline's
+``__call__`` (through the family adapter) and, at each step, records the clean-video
+estimate ``x0_hat = x_t - sigma * v`` and reduced hidden states. K seeds are advanced in
+lockstep (K states, one forward each per step) so that a `StepHook` can read and replace
+all K latents or velocities at every step: the ensemble and probe experiments build on it.
+With one seed and no hook, the final frames equal `pipe(...)`'s exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import records
+from .capture import CaptureSpec, Recorder
+from .families import get_family
+from .families.base import FamilyAdapter, StepScopeError
+from .families.wan import load_image
+from .provenance import package_versions
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What to keep: x0_hat at `x0_steps` (None = every step) and hidden states per `capture`."""
+
+    x0_steps: frozenset[int] | None = None
+    capture: CaptureSpec | None = field(default_factory=CaptureSpec)
+    fps: int = 16
+
+    def wants_x0(self, step: int) -> bool:
+        return self.x0_steps is None or step in self.x0_steps
+
+
+class StepHook:
+    """Reads and may replace the K lockstep states; return None to leave them unchanged."""
+
+    def on_latents(self, step: int, sigma: float, latents: list[Any]) -> list[Any] | None:
+        return None
+
+    def on_velocity(
+        self, step: int, sigma: float, latents: list[Any], velocities: list[Any]
+    ) -> list[Any] | None:
+        return None
+
+
+@dataclass
+class SampleResult:
+    seed: int
+    frames: np.ndarray | None
+    final_latent: torch.Tensor
+    x0_hats: dict[int, torch.Tensor]
+    schedule: list[dict[str, Any]]
+    activation_maps: dict[str, np.ndarray]
+    activation_rows: list[dict[str, Any]]
+    settings: dict[str, Any]
+    timings: dict[str, float]
+
+
+def round_shape(
+    pipe, family: FamilyAdapter, height: int, width: int, num_frames: int
+) -> tuple[int, int, int, dict]:
+    """Round as diffsynth does (its own check), and say what changed so it can be recorded."""
+    new_height, new_width, new_frames = pipe.check_resize_height_width(height, width, num_frames, verbose=0)
+    rounding = {}
+    if new_frames != num_frames:
+        rounding["num_frames"] = {
+            "requested": num_frames,
+            "used": new_frames,
+            "rule": f"rounded up to {family.frame_multiple}n+1 as diffsynth does",
+        }
+    for name, old, new in (("height", height, new_height), ("width", width, new_width)):
+        if old != new:
+            rounding[name] = {
+                "requested": old,
+                "used": new,
+                "rule": f"rounded up to a multiple of {pipe.height_division_factor}",
+            }
+    return new_height, new_width, new_frames, rounding
+
+
+def _as_image(image: str | Path | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    return load_image(image)
+
+
+def sample_lockstep(
+    pipe,
+    family: str | FamilyAdapter,
+    *,
+    image: str | Path | Image.Image,
+    prompt: str,
+    seeds: Sequence[int],
+    num_frames: int,
+    height: int,
+    width: int,
+    num_inference_steps: int,
+    cfg_scale: float,
+    negative_prompt: str | None = None,
+    sigma_shift: float = 5.0,
+    switch_boundary: float = 0.875,
+    tiled: bool = True,
+    rand_device: str = "cpu",
+    record: RecordSpec | None = None,
+    hook: StepHook | None = None,
+    decode: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> list[SampleResult]:
+    """Run K seeds in lockstep; returns one result per seed (in the order of `seeds`)."""
+    adapter = get_family(family) if isinstance(family, str) else family
+    if not prompt or not prompt.strip():
+        raise StepScopeError(
+            "the prompt is empty: give a non-empty prompt (prompt.txt of the sample, or --prompt)"
+        )
+    if not seeds:
+        raise StepScopeError("no seed given")
+    if num_inference_steps < 1:
+        raise StepScopeError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+    started = time.perf_counter()
+    height, width, num_frames, rounding = round_shape(pipe, adapter, height, width, num_frames)
+    request = {
+        "prompt": prompt,
+        "image": _as_image(image),
+        "seed": int(seeds[0]),
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "num_inference_steps": num_inference_steps,
+        "cfg_scale": cfg_scale,
+        "sigma_shift": sigma_shift,
+        "switch_boundary": switch_boundary,
+        "tiled": tiled,
+        "rand_device": rand_device,
+        **(extra or {}),
+    }
+    if negative_prompt is not None:
+        request["negative_prompt"] = negative_prompt
+    call_kwargs = adapter.call_kwargs(request)
+    record = record or RecordSpec(x0_steps=frozenset(), capture=None)
+    recorder = None
+    if record.capture is not None:
+        adapter.check_capture_safe(pipe, call_kwargs)
+        recorder = Recorder(record.capture)
+        dits = adapter.dit_modules(pipe)
+        recorder.attach(
+            dits, adapter.block_list_name, {name: adapter.patch_embedding(dit) for name, dit in dits.items()}
+        )
+
+    try:
+        with torch.no_grad():
+            prepared = adapter.prepare(pipe, call_kwargs)
+            units_done = time.perf_counter()
+            latents = [adapter.seed_latents(pipe, prepared, int(seed)) for seed in seeds]
+            x0_hats: list[dict[int, torch.Tensor]] = [{} for _ in seeds]
+            schedule = []
+            for step in range(len(pipe.scheduler.timesteps)):
+                sigma = float(pipe.scheduler.sigmas[step])
+                expert = adapter.expert_for_step(pipe, prepared, step)
+                if hook is not None:
+                    latents = hook.on_latents(step, sigma, latents) or latents
+                velocities = []
+                for index, state in enumerate(latents):
+                    if recorder is not None:
+                        recorder.step, recorder.expert, recorder.seed_index = step, expert, index
+                    velocities.append(
+                        adapter.velocity(pipe, prepared, expert, state, step, _pass_setter(recorder))
+                    )
+                if recorder is not None:
+                    recorder.flush()
+                if hook is not None:
+                    velocities = hook.on_velocity(step, sigma, latents, velocities) or velocities
+                wants_x0 = record.wants_x0(step)
+                for index, (state, velocity) in enumerate(zip(latents, velocities, strict=True)):
+                    if wants_x0:
+                        x0 = adapter.scheduler_step(pipe, prepared, velocity, step, state, to_final=True)
+                        x0_hats[index][step] = adapter.video_latent(x0)[0].detach().to("cpu", torch.float16)
+                    latents[index] = adapter.scheduler_step(
+                        pipe, prepared, velocity, step, state, to_final=False
+                    )
+                schedule.append(
+                    {
+                        "step": step,
+                        "timestep": float(pipe.scheduler.timesteps[step]),
+                        "sigma": sigma,
+                        "expert": expert,
+                        "recorded": wants_x0,
+                    }
+                )
+            denoise_done = time.perf_counter()
+            frames = [adapter.decode(pipe, prepared, state) if decode else None for state in latents]
+            decode_done = time.perf_counter()
+    finally:
+        if recorder is not None:
+            recorder.detach()
+
+    settings = {
+        "family": adapter.name,
+        "prompt": prompt,
+        "negative_prompt": call_kwargs.get("negative_prompt"),
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "num_inference_steps": num_inference_steps,
+        "cfg_scale": cfg_scale,
+        "sigma_shift": sigma_shift,
+        "rand_device": rand_device,
+        "tiled": tiled,
+        "fps": record.fps,
+        "rounding": rounding,
+        "record_x0_steps": None if record.x0_steps is None else sorted(record.x0_steps),
+        "capture": None
+        if record.capture is None
+        else {
+            "layers": list(record.capture.layers),
+            "steps": None if record.capture.steps is None else sorted(record.capture.steps),
+            "passes": list(record.capture.passes),
+            "top_k": record.capture.top_k,
+        },
+    }
+    if getattr(adapter, "two_experts", False):
+        settings["switch_boundary"] = switch_boundary
+    settings.update(
+        {key: value for key, value in (extra or {}).items() if isinstance(value, (int, float, str, bool))}
+    )
+    timings = {
+        "units_s": units_done - started,
+        "denoise_s": denoise_done - units_done,
+        "decode_s": decode_done - denoise_done,
+        "total_s": decode_done - started,
+    }
+    results = []
+    for index, seed in enumerate(seeds):
+        results.append(
+            SampleResult(
+                seed=int(seed),
+                frames=frames[index],
+                final_latent=adapter.video_latent(latents[index])[0].detach().to("cpu", torch.float32),
+                x0_hats=x0_hats[index],
+                schedule=schedule,
+                activation_maps=recorder.maps.get(index, {}) if recorder else {},
+                activation_rows=recorder.rows.get(index, []) if recorder else [],
+                settings=settings,
+                timings=timings,
+            )
+        )
+    return results
+
+
+def _pass_setter(recorder: Recorder | None):
+    def set_pass(name: str) -> None:
+        if recorder is not None:
+            recorder.pass_ = name
+
+    return set_pass
+
+
+def sample(
+    pipe,
+    family: str | FamilyAdapter,
+    *,
+    seed: int = 1,
+    out_dir: str | Path | None = None,
+    meta: dict[str, Any] | None = None,
+    **kwargs,
+) -> SampleResult:
+    """One seed; with `out_dir`, also write the run's records (docs/records.md)."""
+    result = sample_lockstep(pipe, family, seeds=[seed], **kwargs)[0]
+    if out_dir is not None:
+        write_run(out_dir, result, meta or {})
+    return result
+
+
+def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -> Path:
+    """Write all records of one run; meta.json goes last so a partial run never looks complete."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / records.META).unlink(missing_ok=True)
+    started = time.perf_counter()
+    if result.frames is not None:
+        records.write_video(out_dir / records.VIDEO, result.frames, fps=result.settings["fps"])
+    records.write_steps(out_dir / records.STEPS, result.x0_hats, result.final_latent)
+    records.write_schedule(out_dir / records.SCHEDULE, result.schedule)
+    records.write_activation_maps(out_dir / records.ACTIVATIONS_NPZ, result.activation_maps)
+    records.write_activation_table(out_dir / records.ACTIVATIONS_TABLE, result.activation_rows)
+    full_meta = {
+        "seed": result.seed,
+        "settings": result.settings,
+        "family": result.settings["family"],
+        "fps": result.settings["fps"],
+        "versions": package_versions(),
+        "timings": {**result.timings, "write_s": time.perf_counter() - started},
+        **meta,
+    }
+    if "timings" in meta:
+        full_meta["timings"] = {**full_meta["timings"], **meta["timings"], **result.timings}
+    records.write_meta(out_dir / records.META, full_meta)
+    return out_dir
