@@ -1,0 +1,142 @@
+"""Command line: `stepscope sample` (one image + prompt, no benchmark needed), `stepscope tiny-weights`,
+`stepscope demo-bench`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .families import FAMILY_NAMES
+from .families.base import StepScopeError
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"--layers takes comma-separated block indices, got {text!r}"
+        ) from error
+
+
+def _lora(text: str):
+    from .models import LoraSpec
+
+    path, _, rest = text.partition(":")
+    target, _, alpha = rest.partition(":")
+    return LoraSpec(path=Path(path), target=target or "dit", alpha=float(alpha or 1.0))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stepscope", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("sample", help="run one image + prompt and record every step")
+    sample.add_argument("--family", required=True, choices=FAMILY_NAMES)
+    sample.add_argument(
+        "--weights", required=True, type=Path, help="local weights folder (real or tiny twin)"
+    )
+    sample.add_argument("--image", required=True, type=Path)
+    sample.add_argument("--prompt", required=True)
+    sample.add_argument("--out", required=True, type=Path, help="run directory for the records")
+    sample.add_argument("--seed", type=int, default=1)
+    sample.add_argument("--steps", type=int, default=50)
+    sample.add_argument("--num-frames", type=int, default=81)
+    sample.add_argument("--height", type=int, default=480)
+    sample.add_argument("--width", type=int, default=832)
+    sample.add_argument("--cfg", type=float, default=5.0)
+    sample.add_argument("--shift", type=float, default=5.0)
+    sample.add_argument("--boundary", type=float, default=0.875, help="Wan2.2 expert switch boundary")
+    sample.add_argument("--negative-prompt", default=None)
+    sample.add_argument("--layers", type=_layers, default=(0, 10, 20, 30, 39))
+    sample.add_argument("--capture-steps", default="all", help="'all', 'none' or ranges like 0-19,45-49")
+    sample.add_argument("--record-steps", default="all", help="steps whose x0_hat is stored")
+    sample.add_argument("--passes", default="cond", help="CFG passes to capture: cond, uncond or cond,uncond")
+    sample.add_argument("--lora", type=_lora, action="append", default=[], help="PATH[:TARGET[:ALPHA]]")
+    sample.add_argument("--device", default=None)
+    sample.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
+    sample.add_argument("--offload", default="none", choices=["none", "cpu"])
+    sample.add_argument("--fps", type=int, default=16)
+    sample.add_argument("--untiled", action="store_true", help="decode without VAE tiling")
+
+    tiny = commands.add_parser("tiny-weights", help="write a tiny random-weight twin of a family")
+    tiny.add_argument("--family", required=True, choices=FAMILY_NAMES)
+    tiny.add_argument("--out", required=True, type=Path)
+
+    bench = commands.add_parser("demo-bench", help="generate the small VBVR-format demo bench")
+    bench.add_argument("--out", required=True, type=Path)
+    bench.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_sample(args: argparse.Namespace) -> Path:
+    from .capture import CaptureSpec
+    from .models import load_pipeline
+    from .provenance import weights_identity
+    from .sampling import RecordSpec, sample
+    from .stepspec import parse_steps
+
+    capture_steps = parse_steps(args.capture_steps, args.steps)
+    capture = None
+    if capture_steps is None or capture_steps:
+        capture = CaptureSpec(layers=args.layers, steps=capture_steps, passes=tuple(args.passes.split(",")))
+    record = RecordSpec(x0_steps=parse_steps(args.record_steps, args.steps), capture=capture, fps=args.fps)
+    started = time.perf_counter()
+    pipe = load_pipeline(
+        args.family, args.weights, device=args.device, dtype=args.dtype, loras=args.lora, offload=args.offload
+    )
+    load_s = time.perf_counter() - started
+    meta = {
+        "variant": "custom",
+        "image": str(args.image),
+        "weights": weights_identity(args.weights, sorted(p for p in args.weights.rglob("*") if p.is_file())),
+        "loras": [{"path": str(lora.path), "target": lora.target, "alpha": lora.alpha} for lora in args.lora],
+        "device": str(pipe.device),
+        "dtype": str(pipe.torch_dtype),
+        "timings": {"load_s": load_s},
+    }
+    sample(
+        pipe,
+        args.family,
+        image=args.image,
+        prompt=args.prompt,
+        seed=args.seed,
+        num_frames=args.num_frames,
+        height=args.height,
+        width=args.width,
+        num_inference_steps=args.steps,
+        cfg_scale=args.cfg,
+        sigma_shift=args.shift,
+        switch_boundary=args.boundary,
+        negative_prompt=args.negative_prompt,
+        tiled=not args.untiled,
+        record=record,
+        out_dir=args.out,
+        meta=meta,
+    )
+    return args.out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sample":
+            print(run_sample(args))
+        elif args.command == "tiny-weights":
+            from .models import make_tiny_weights
+
+            print(make_tiny_weights(args.family, args.out))
+        elif args.command == "demo-bench":
+            from .bench import generate_demo_bench
+
+            print(generate_demo_bench(args.out, seed=args.seed))
+    except StepScopeError as error:
+        print(f"stepscope: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
