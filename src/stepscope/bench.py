@@ -460,3 +460,19 @@ def make_fake_bench_tree(
                     tmp.write_bytes(data)
             write_text(folder / PROMPT, f"Placeholder prompt for {task} sample {sample:05d}.\n")
     return Path(root)
+
+
+def read_sample(sample_folder: str | os.PathLike) -> dict[str, Any]:
+    """What a sampling job needs from one sample, or a StepScopeError naming every bad file and the fix."""
+    from .families.base import StepScopeError
+
+    folder = Path(sample_folder)
+    problems, facts = _inspect_sample(folder)
+    if problems:
+        raise StepScopeError("bad sample: " + " | ".join(f"{path}: {reason}" for path, reason in problems))
+    width, height = facts[FIRST_FRAME]
+    num_frames, fps = facts[GROUND_TRUTH]
+    return {
+        "sample_dir": str(folder), "image": str(folder / FIRST_FRAME), "prompt": facts[PROMPT],
+        "gt_num_frames": int(num_frames), "gt_fps": float(fps), "width": int(width), "height": int(height),
+    }

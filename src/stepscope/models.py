@@ -158,7 +158,9 @@ def make_tiny_lora(
             tensors[f"{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * scale
     if not tensors:
         raise StepScopeError(f"no linear layer matches {match!r}")
+    from .atomic import atomic_path
+
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_path))
+    with atomic_path(out_path) as tmp:
+        save_file(tensors, str(tmp))
     return out_path

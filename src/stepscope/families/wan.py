@@ -7,7 +7,6 @@ exactness tests fail if they drift apart.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..atomic import write_json
 from .base import Prepared, StepScopeError, WeightLayout, resolve_layout, signature_defaults, uint8_frames
 from .tiny import TINY_MANIFEST, register_tiny_configs, write_tiny_component, write_word_tokenizer
 
@@ -188,9 +188,8 @@ class WanFamily:
                     converter="diffsynth.utils.state_dict_converters.wan_video_image_encoder.WanImageEncoderStateDictConverter",
                 )
             )
-        (out_dir / TINY_MANIFEST).write_text(
-            json.dumps({"family": self.name, "components": manifest}, indent=2)
-        )
+        # Written last: its presence marks a complete twin (the workflow's output file).
+        write_json(out_dir / TINY_MANIFEST, {"family": self.name, "components": manifest})
         return out_dir
 
     def load_pipeline(self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None = None):
@@ -219,6 +218,18 @@ class WanFamily:
                 f"{weights_dir}: expected two experts (high_noise_model, low_noise_model), found one"
             )
         return pipe
+
+    def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype):
+        """A pipeline holding only the VAE: step decoding needs nothing else (and 14B DiTs take minutes)."""
+        from diffsynth.core import ModelConfig
+        from diffsynth.pipelines.wan_video import WanVideoPipeline
+
+        files = resolve_layout(self.name, Path(weights_dir), (VAE,))
+        register_tiny_configs(Path(weights_dir))
+        return WanVideoPipeline.from_pretrained(
+            torch_dtype=dtype, device=device, model_configs=[ModelConfig(path=str(files["vae"][0]))],
+            tokenizer_config=None, redirect_common_files=False,
+        )
 
     def lora_targets(self, pipe) -> dict[str, torch.nn.Module]:
         targets = {"high_noise": pipe.dit, "low_noise": pipe.dit2} if self.two_experts else {"dit": pipe.dit}

@@ -1,0 +1,37 @@
+"""stepscope: step-wise analyses of video diffusion reasoning, from records to report.
+
+    snakemake --cores 2 --configfile config/demo.yaml     # tiny demo on a laptop
+    snakemake --profile profiles/slurm                    # the real experiment on a cluster
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# --configfile replaces the default config instead of being merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/bench.smk"
+include: "rules/sample.smk"
+include: "rules/decode.smk"
+
+
+rule all:
+    input:
+        RESULTS + "/manifest.parquet",
+        [run_path(RUN_DIR + "/meta.json", **run) for run in all_runs()],
+        [run_path(DECODED_DIR + "/contact_sheet.png", **run) for run in all_runs()],
+        [
+            RESULTS + f"/videos/{video_model_name(r['variant'], r['run'])}/{r['split']}/{r['task']}/{r['sample']}.mp4"
+            for r in all_runs()
+        ],
+    default_target: True

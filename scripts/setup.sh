@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with everything the workflow, the demo and the tests need (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.stepscope-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    # torch first, pinned: on x86-64 Linux this is the build the project is tested with.
+    .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+    .venv/bin/python -m pip install -q -e ".[workflow,dev]"
+    touch "$stamp"
+fi

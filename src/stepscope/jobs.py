@@ -1,0 +1,248 @@
+"""The work behind the workflow's GPU rules, callable without Snakemake.
+
+Workflow scripts only unpack `snakemake.*` and call these functions with plain values.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import records
+from .atomic import atomic_path, write_json
+from .bench import read_sample
+from .capture import CaptureSpec
+from .ensemble import EnsembleHook, EnsembleSpec
+from .families import get_family
+from .families.base import Prepared, StepScopeError
+from .models import LoraSpec, load_pipeline
+from .provenance import package_versions, weights_identity
+from .sampling import RecordSpec, sample_lockstep, write_run
+from .stepspec import parse_steps, resolve_steps
+
+
+def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
+    """Build what to record from the config's `record` section (step specs checked against num_steps)."""
+    capture_steps = parse_steps(record.get("capture_steps", "all"), num_steps)
+    layers = tuple(int(layer) for layer in record.get("layers", ()))
+    capture = None
+    if layers and (capture_steps is None or capture_steps):
+        capture = CaptureSpec(
+            layers=layers, steps=capture_steps, passes=tuple(record.get("passes", ("cond",))),
+            top_k=int(record.get("top_k", 6)),
+        )
+    return RecordSpec(x0_steps=parse_steps(record.get("x0_steps", "all"), num_steps), capture=capture, fps=fps)
+
+
+def resolve_input(source: dict[str, Any]) -> dict[str, Any]:
+    """A bench sample folder (validated: fails naming the bad file) or a custom {image, prompt}."""
+    if "sample_dir" in source:
+        return read_sample(source["sample_dir"])
+    image = Path(source["image"])
+    prompt = source.get("prompt", "")
+    from PIL import Image
+
+    from .families.wan import load_image
+
+    load_image(image)
+    with Image.open(image) as opened:
+        width, height = opened.size
+    return {"image": str(image), "prompt": prompt, "gt_num_frames": None, "width": width, "height": height}
+
+
+def resolve_shape(settings: dict[str, Any], info: dict[str, Any]) -> tuple[int, int, int]:
+    """Resolution and frame count for one input: config override, else the sample's own."""
+    height = int(settings.get("height") or info["height"])
+    width = int(settings.get("width") or info["width"])
+    num_frames = settings.get("num_frames") or info.get("gt_num_frames")
+    if not num_frames:
+        raise StepScopeError("num_frames unknown: a custom input needs `num_frames` in its variant settings")
+    if settings.get("max_frames"):
+        num_frames = min(int(num_frames), int(settings["max_frames"]))
+    return height, width, int(num_frames)
+
+
+def sample_job(
+    *,
+    family: str,
+    weights_dir: str,
+    loras: list[dict[str, Any]],
+    source: dict[str, Any],
+    settings: dict[str, Any],
+    record: dict[str, Any],
+    seeds: list[int],
+    out_dirs: list[str],
+    ensemble: str | None = None,
+    device: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
+) -> list[str]:
+    """Sample one input for one variant: either each seed to its own run, or one ensemble run.
+
+    `out_dirs` has one entry per seed (plain runs) or exactly one (an ensemble).
+    """
+    device = device or {}
+    info = resolve_input(source)
+    height, width, num_frames = resolve_shape(settings, info)
+    steps = int(settings["steps"])
+    spec = record_spec(record, steps, int(settings.get("fps", 16)))
+    hook = None
+    if ensemble:
+        ensemble_spec = EnsembleSpec.from_name(ensemble)
+        seeds = ensemble_spec.seeds(seeds[0])
+        hook = EnsembleHook(ensemble_spec)
+        if len(out_dirs) != 1:
+            raise StepScopeError("an ensemble writes one run directory")
+    elif len(out_dirs) != len(seeds):
+        raise StepScopeError(f"{len(seeds)} seeds but {len(out_dirs)} output folders")
+    started = time.perf_counter()
+    lora_specs = [LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0))) for item in loras]
+    pipe = load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"),
+                         loras=lora_specs, offload=device.get("offload", "none"))
+    load_s = time.perf_counter() - started
+    results = sample_lockstep(
+        pipe, family, image=info["image"], prompt=info["prompt"], seeds=seeds, num_frames=num_frames,
+        height=height, width=width, num_inference_steps=steps, cfg_scale=float(settings["cfg_scale"]),
+        negative_prompt=settings.get("negative_prompt"), sigma_shift=float(settings.get("sigma_shift", 5.0)),
+        switch_boundary=float(settings.get("switch_boundary", 0.875)), tiled=bool(settings.get("tiled", True)),
+        rand_device=settings.get("rand_device", "cpu"), record=spec, hook=hook,
+    )
+    if ensemble:
+        results = results[:1]  # the ensemble's output is trajectory 0 (see stepscope.ensemble)
+    identity = weights_identity(Path(weights_dir), sorted(p for p in Path(weights_dir).rglob("*") if p.is_file()))
+    for result, out_dir in zip(results, out_dirs, strict=True):
+        meta = {
+            **(labels or {}),
+            "image": info["image"], "sample_dir": info.get("sample_dir"), "gt_num_frames": info.get("gt_num_frames"),
+            "variant_settings": settings, "record": record, "weights": identity,
+            "loras": [{"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs],
+            "device": str(pipe.device), "dtype": str(pipe.torch_dtype),
+            "timings": {"load_s": load_s},
+        }
+        if ensemble:
+            meta.update({"ensemble": ensemble, "seeds": seeds})
+        write_run(out_dir, result, meta)
+    return out_dirs
+
+
+def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
+    """Only the VAE (decoding needs nothing else), through the same loader."""
+    adapter = get_family(family)
+    device = device or {}
+    if hasattr(adapter, "load_decoder"):
+        from .models import default_device, default_dtype
+
+        target = device.get("device") or default_device()
+        dtype = device.get("dtype")
+        if isinstance(dtype, str) or dtype is None:
+            import torch
+
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype) or default_dtype(target)
+        return adapter.load_decoder(Path(weights_dir), device=target, dtype=dtype)
+    return load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"))
+
+
+def decode_job(
+    *,
+    family: str,
+    weights_dir: str,
+    run_dir: str,
+    steps: str | list[int],
+    out_dir: str,
+    sheet_frames: int = 8,
+    device: dict[str, Any] | None = None,
+    sheet: str | None = None,
+    summary: str | None = None,
+) -> list[int]:
+    """Decode the chosen steps' x0_hat to step videos (out_dir/step_SSSS.mp4) plus a contact sheet.
+
+    The sheet and the summary default to files inside `out_dir`.
+    """
+    run = records.RunRecords(run_dir)
+    settings = run.meta["settings"]
+    num_steps = int(settings["num_inference_steps"])
+    wanted = resolve_steps(steps, num_steps)
+    missing = sorted(set(wanted) - set(run.recorded_steps))
+    if missing:
+        raise StepScopeError(
+            f"{run_dir}: x0_hat of step(s) {missing} was not recorded; add them to record.x0_steps (reruns sampling) "
+            "or decode only recorded steps"
+        )
+    adapter = get_family(family)
+    pipe = load_decoder(family, weights_dir, device)
+    prepared = Prepared({}, {}, {}, call_kwargs={
+        "tiled": settings.get("tiled", True), "tile_size": (30, 52), "tile_stride": (15, 26),
+    })
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fps = int(run.meta.get("fps", 16))
+    rows = []
+    started = time.perf_counter()
+    for step in wanted:
+        latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
+        frames = adapter.decode(pipe, prepared, latent)
+        records.write_video(out / f"step_{step:04d}.mp4", frames, fps=fps)
+        rows.append((step, frames[np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)]))
+    decode_s = time.perf_counter() - started
+    write_contact_sheet(Path(sheet or out / "contact_sheet.png"), rows, run.meta)
+    write_json(summary or out / "decoded.json", {
+        "steps": wanted, "run_dir": str(run_dir), "decode_s": decode_s,
+        "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9), "versions": package_versions(),
+    })
+    return wanted
+
+
+def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: dict[str, Any]) -> None:
+    """Rows = decoded steps (top = first), columns = evenly sampled frames."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows, n_cols = len(rows), max(len(frames) for _, frames in rows)
+    figure, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 0.8, 1.3 * n_rows + 0.6), squeeze=False)
+    for row, (step, frames) in enumerate(rows):
+        for col in range(n_cols):
+            axis = axes[row][col]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if col < len(frames):
+                axis.imshow(frames[col])
+            if col == 0:
+                axis.set_ylabel(f"step {step}", fontsize=8)
+            if row == 0:
+                axis.set_title(f"frame {col + 1}/{n_cols}", fontsize=7)
+    title = " / ".join(str(meta.get(key)) for key in ("variant", "task", "sample") if meta.get(key))
+    figure.suptitle(f"x0-hat by step — {title} (seed {meta.get('seed', meta.get('seeds'))})", fontsize=9)
+    figure.tight_layout()
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+def link_video(source: str, target: str) -> None:
+    """Lay out a final video for the VBVR-Bench scorer (hard link when possible, else copy)."""
+    target_path = Path(target)
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target_path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            import shutil
+
+            shutil.copyfile(source, tmp)
+
+
+def write_manifest(bench_root: str, splits: list[str], task_globs: list[str], max_samples: int | None,
+                   manifest_path: str, errors_path: str) -> None:
+    from .atomic import write_parquet
+    from .bench import scan_bench
+
+    manifest, errors = scan_bench(bench_root, splits=splits, task_globs=task_globs, max_samples_per_task=max_samples)
+    write_parquet(errors_path, errors)
+    write_parquet(manifest_path, manifest)
+
