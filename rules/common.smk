@@ -73,8 +73,16 @@ check_config()
 
 
 # ----- the plan --------------------------------------------------------------------------------
+def workflow_path(path):
+    """A config path as given, or relative to the workflow's folder when it is not found there."""
+    path = Path(path)
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(workflow.basedir) / path
+
+
 def load_tasks():
-    sheet_path = config["bench"]["sample_sheet"]
+    sheet_path = workflow_path(config["bench"]["sample_sheet"])
     from stepscope.bench import read_task_sheet
 
     sheet = read_task_sheet(sheet_path)
@@ -148,7 +156,15 @@ def lora_dir(name):
 
 
 def lora_files(variant):
-    return [f"{lora_dir(item['lora'])}/{item['file']}" for item in config["variants"][variant].get("loras", [])]
+    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker."""
+    inputs = []
+    for item in config["variants"][variant].get("loras", []):
+        lora = config["loras"][item["lora"]]
+        if lora.get("repo_id") and not lora.get("local_path"):
+            inputs.append(f"{lora_dir(item['lora'])}/.stepscope_source.json")
+        else:
+            inputs.append(f"{lora_dir(item['lora'])}/{item['file']}")
+    return sorted(set(inputs))
 
 
 def lora_params(variant):

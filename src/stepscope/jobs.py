@@ -5,7 +5,6 @@ Workflow scripts only unpack `snakemake.*` and call these functions with plain v
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -221,20 +220,6 @@ def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: 
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
-
-
-def link_video(source: str, target: str) -> None:
-    """Lay out a final video for the VBVR-Bench scorer (hard link when possible, else copy)."""
-    target_path = Path(target)
-    target_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target_path) as tmp:
-        tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:
-            import shutil
-
-            shutil.copyfile(source, tmp)
 
 
 def write_manifest(bench_root: str, splits: list[str], task_globs: list[str], max_samples: int | None,
