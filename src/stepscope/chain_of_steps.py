@@ -1,0 +1,389 @@
+"""Chain-of-Steps analyses: per-step score curves and cross-seed divergence of x0_hat.
+
+* :func:`emergence_step` / :func:`curve_auc` summarise a step score curve (the score of the
+  decoded x0_hat video at every denoising step).
+* :func:`latent_divergence` / :func:`frame_divergence` measure how far the seeds' predictions
+  of the clean video are apart at one step; :func:`divergence_curve` does that for every
+  step, reading one step at a time via :class:`stepscope.records.RunRecords`.
+* Plot helpers (matplotlib Agg, atomic PNG writes) mark the emergence step and the Wan2.2
+  expert switch (first step run by the ``low_noise`` expert).
+
+Definitions: docs/scoring.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_path
+
+# --------------------------------------------------------------------------------------------
+# Curve summaries
+# --------------------------------------------------------------------------------------------
+
+
+def _clean_curve(steps: Sequence[float], scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    steps_a = np.asarray(steps, dtype=np.float64).ravel()
+    scores_a = np.asarray(scores, dtype=np.float64).ravel()
+    if steps_a.shape != scores_a.shape:
+        raise ValueError(f"steps and scores differ in length: {steps_a.shape} vs {scores_a.shape}")
+    keep = np.isfinite(steps_a) & np.isfinite(scores_a)
+    order = np.argsort(steps_a[keep], kind="stable")
+    return steps_a[keep][order], scores_a[keep][order]
+
+
+def emergence_step(
+    steps: Sequence[int],
+    scores: Sequence[float],
+    final_score: float,
+    frac: float = 0.95,
+    *,
+    sustained: bool = False,
+) -> int | None:
+    """First step whose score reaches ``frac * final_score``, or None.
+
+    Steps are taken in increasing order; NaN scores are ignored. With ``sustained=True`` the
+    step must also start a run that stays at or above the threshold up to the last step.
+    Returns None when no step qualifies or ``final_score`` is not finite.
+    """
+    if final_score is None or not math.isfinite(final_score):
+        return None
+    s, y = _clean_curve(steps, scores)
+    threshold = frac * final_score
+    ok = y >= threshold
+    if not ok.any():
+        return None
+    if not sustained:
+        return int(s[np.argmax(ok)])
+    if not ok[-1]:
+        return None
+    last_bad = np.flatnonzero(~ok)
+    first = 0 if len(last_bad) == 0 else last_bad[-1] + 1
+    return int(s[first])
+
+
+def curve_auc(steps: Sequence[int], scores: Sequence[float]) -> float:
+    """Trapezoid area under the score curve divided by the step range.
+
+    This is the mean score over the step range, so it lies in [0, 1] for scores in [0, 1].
+    A single point returns its score; an empty curve returns NaN.
+    """
+    s, y = _clean_curve(steps, scores)
+    if len(s) == 0:
+        return math.nan
+    if len(s) == 1 or s[-1] == s[0]:
+        return float(y.mean())
+    area = float(np.sum((y[1:] + y[:-1]) * np.diff(s)) / 2.0)
+    return area / float(s[-1] - s[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-seed divergence
+# --------------------------------------------------------------------------------------------
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor without importing torch
+        x = x.detach().to("cpu")
+        if str(x.dtype) in ("torch.bfloat16", "torch.float16"):
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def _mean_pairwise_relative(arrays: list[np.ndarray], scale: float, chunk: int) -> float:
+    """Mean over seed pairs of ||a - b||_2 divided by the mean over seeds of ||a||_2.
+
+    Works chunk-wise along the first axis (float64 accumulation) to bound memory.
+    """
+    if len(arrays) < 2:
+        raise ValueError("divergence needs at least two seeds")
+    shape = arrays[0].shape
+    if any(a.shape != shape for a in arrays):
+        raise ValueError(f"seeds differ in shape: {[a.shape for a in arrays]}")
+    k = len(arrays)
+    pairs = list(itertools.combinations(range(k), 2))
+    sq_dist = np.zeros(len(pairs))
+    sq_norm = np.zeros(k)
+    flat = [a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(1, -1) for a in arrays]
+    n = flat[0].shape[0]
+    for start in range(0, n, chunk):
+        block = [f[start : start + chunk].astype(np.float64) / scale for f in flat]
+        for i, b in enumerate(block):
+            sq_norm[i] += float(np.sum(b * b))
+        for p, (i, j) in enumerate(pairs):
+            d = block[i] - block[j]
+            sq_dist[p] += float(np.sum(d * d))
+    mean_dist = float(np.sqrt(sq_dist).mean())
+    mean_norm = float(np.sqrt(sq_norm).mean())
+    if mean_norm == 0.0:
+        return 0.0 if mean_dist == 0.0 else math.inf
+    return mean_dist / mean_norm
+
+
+def latent_divergence(latents_by_seed: Sequence[Any]) -> float:
+    """Cross-seed divergence of x0_hat latents at one step.
+
+    ``D = mean_{i<j} ||z_i - z_j||_2 / mean_i ||z_i||_2`` over the K >= 2 seeds' latents
+    (tensors or arrays of one shape, e.g. ``(C, F, H, W)``), in float64. D = 0 iff all seeds
+    agree; by the triangle inequality D <= 2; independent isotropic latents of equal norm
+    give about sqrt(2).
+    """
+    arrays = [_as_numpy(z) for z in latents_by_seed]
+    return _mean_pairwise_relative(arrays, 1.0, chunk=4)
+
+
+def frame_divergence(frames_by_seed: Sequence[Any]) -> float:
+    """Cross-seed divergence of decoded frames ``(T, H, W, 3)``, same formula as
+    :func:`latent_divergence` on pixel values scaled to [0, 1] (uint8 / 255; float arrays
+    are taken as already in [0, 1])."""
+    arrays = [_as_numpy(f) for f in frames_by_seed]
+    scale = 255.0 if arrays and arrays[0].dtype == np.uint8 else 1.0
+    return _mean_pairwise_relative(arrays, scale, chunk=8)
+
+
+def divergence_curve(
+    run_dirs_by_seed: Sequence[str | os.PathLike], steps: Iterable[int] | None = None
+) -> pd.DataFrame:
+    """Latent divergence across seeds at every step: ``DataFrame(step, latent_divergence)``.
+
+    ``run_dirs_by_seed``: one run directory per seed, all of the same variant and sample.
+    ``steps`` defaults to the steps recorded in every run. One step's latents of all seeds
+    are in memory at a time.
+    """
+    from .records import RunRecords
+
+    runs = [RunRecords(Path(d)) for d in run_dirs_by_seed]
+    if len(runs) < 2:
+        raise ValueError("divergence_curve needs at least two seeds")
+    if steps is None:
+        common = set(runs[0].recorded_steps)
+        for run in runs[1:]:
+            common &= set(run.recorded_steps)
+        steps = sorted(common)
+    rows = [
+        {"step": int(step), "latent_divergence": latent_divergence([r.x0_hat(step) for r in runs])}
+        for step in steps
+    ]
+    return pd.DataFrame(rows, columns=["step", "latent_divergence"]).astype(
+        {"step": "int64", "latent_divergence": "float64"}
+    )
+
+
+def switch_step_from_schedule(schedule: pd.DataFrame) -> int | None:
+    """First step run by Wan2.2's ``low_noise`` expert (the expert switch), or None."""
+    if "expert" not in schedule:
+        return None
+    low = schedule.loc[schedule["expert"] == "low_noise", "step"]
+    return int(low.min()) if len(low) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Curve tables from the tidy score table
+# --------------------------------------------------------------------------------------------
+
+
+def step_curves(
+    scores: pd.DataFrame,
+    *,
+    metric: str = "total",
+    scorer: str | None = "builtin",
+    by: Sequence[str] = ("variant", "split", "task"),
+    seeds: str = "single",
+) -> pd.DataFrame:
+    """Mean/std/count of the per-step score over videos, per group, from the tidy table.
+
+    Returns columns ``*by, step, mean, std, n``; step -1 (final video) is kept. ``seeds``:
+    ``"single"`` keeps numeric seeds only, ``"all"`` keeps ensembles too.
+    """
+    df = scores[scores["metric"] == metric]
+    if scorer is not None:
+        df = df[df["scorer"] == scorer]
+    if seeds == "single":
+        df = df[df["seed"].astype(str).str.fullmatch(r"\d+")]
+    grouped = df.groupby([*by, "step"], sort=True)["value"]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    return out
+
+
+def curve_summary(
+    scores: pd.DataFrame,
+    *,
+    metric: str = "total",
+    scorer: str | None = "builtin",
+    by: Sequence[str] = ("variant", "split", "task"),
+    frac: float = 0.95,
+) -> pd.DataFrame:
+    """Emergence step and AUC of each group's mean step curve (final score = step -1 mean,
+    or the last step's mean if step -1 is absent). Columns: ``*by, final_score,
+    emergence_step, auc``."""
+    curves = step_curves(scores, metric=metric, scorer=scorer, by=by)
+    rows = []
+    for key, group in curves.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        steps_df = group[group["step"] >= 0]
+        final = group.loc[group["step"] == -1, "mean"]
+        final_score = (
+            float(final.iloc[0])
+            if len(final)
+            else (float(steps_df["mean"].iloc[-1]) if len(steps_df) else math.nan)
+        )
+        em = emergence_step(steps_df["step"], steps_df["mean"], final_score, frac)
+        rows.append(
+            {
+                **dict(zip(by, key, strict=True)),
+                "final_score": final_score,
+                "emergence_step": em if em is not None else pd.NA,
+                "auc": curve_auc(steps_df["step"], steps_df["mean"]) if len(steps_df) else math.nan,
+            }
+        )
+    out = pd.DataFrame(rows, columns=[*by, "final_score", "emergence_step", "auc"])
+    out["emergence_step"] = out["emergence_step"].astype("Int64")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.0, 3.0)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig, target: str | os.PathLike, dpi: int = 110) -> Path:
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return target
+
+
+def _mark_switch(ax, switch_step: int | None) -> None:
+    if switch_step is not None:
+        ax.axvline(switch_step, color="tab:red", ls="--", lw=1, label=f"expert switch ({switch_step})")
+
+
+def plot_step_curves(
+    scores: pd.DataFrame,
+    target: str | os.PathLike,
+    *,
+    metric: str = "total",
+    scorer: str | None = "builtin",
+    variant: str | None = None,
+    switch_step: int | None = None,
+    frac: float = 0.95,
+    ncols: int = 4,
+    title: str | None = None,
+) -> Path:
+    """One panel per (split, task): mean step curve +- std over videos (single seeds), the
+    final video's score (dashed), the emergence step (dot) and the expert switch (red)."""
+    df = scores if variant is None else scores[scores["variant"] == variant]
+    curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
+    groups = list(curves.groupby(["split", "task"], sort=True))
+    n = max(1, len(groups))
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = _figure(nrows, ncols)
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax, ((split, task), g) in zip(axes.flat, groups, strict=False):
+        steps_g = g[g["step"] >= 0]
+        final = g.loc[g["step"] == -1, "mean"]
+        final_score = (
+            float(final.iloc[0])
+            if len(final)
+            else (float(steps_g["mean"].iloc[-1]) if len(steps_g) else math.nan)
+        )
+        x, y, sd = steps_g["step"].to_numpy(), steps_g["mean"].to_numpy(), steps_g["std"].fillna(0).to_numpy()
+        ax.plot(x, y, color="tab:blue", lw=1.5, label=metric)
+        ax.fill_between(x, y - sd, y + sd, color="tab:blue", alpha=0.2, lw=0)
+        if math.isfinite(final_score):
+            ax.axhline(final_score, color="gray", ls=":", lw=1, label="final video")
+        em = emergence_step(x, y, final_score, frac) if len(x) else None
+        if em is not None:
+            ax.plot([em], [y[list(x).index(em)]], "o", color="tab:green", label=f"emergence ({em})")
+            ax.axvline(em, color="tab:green", ls=":", lw=1)
+        _mark_switch(ax, switch_step)
+        ax.set_title(f"{task}\n{split}", fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=6, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, target)
+
+
+def _plot_grouped(ax, df: pd.DataFrame, value: str, group_col: str | None, x_col: str = "step") -> None:
+    if group_col is None or group_col not in df:
+        groups = [("all", df)]
+    else:
+        groups = list(df.groupby(group_col, sort=True))
+    for name, g in groups:
+        agg = g.groupby(x_col)[value].agg(["mean", "std"]).reset_index()
+        x, y, sd = agg[x_col].to_numpy(), agg["mean"].to_numpy(), agg["std"].fillna(0).to_numpy()
+        (line,) = ax.plot(x, y, lw=1.5, label=str(name))
+        ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.2, lw=0)
+
+
+def plot_split_curves(
+    scores: pd.DataFrame,
+    target: str | os.PathLike,
+    *,
+    metric: str = "total",
+    scorer: str | None = "builtin",
+    variant: str | None = None,
+    switch_step: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Step score curves aggregated per split: mean over tasks of the task mean curves,
+    band = +- std across tasks."""
+    df = scores if variant is None else scores[scores["variant"] == variant]
+    curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
+    curves = curves[curves["step"] >= 0]
+    fig, axes = _figure(size=(5.0, 3.5))
+    ax = axes[0, 0]
+    _plot_grouped(ax, curves, "mean", "split")
+    _mark_switch(ax, switch_step)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{metric} (mean over tasks)")
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, target)
+
+
+def plot_divergence(
+    divergence: pd.DataFrame,
+    target: str | os.PathLike,
+    *,
+    value: str = "latent_divergence",
+    group_col: str | None = "split",
+    switch_step: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Divergence vs step; with ``group_col`` present (e.g. split) one line per group: mean
+    over the group's rows (samples/tasks) +- std; otherwise a single curve."""
+    fig, axes = _figure(size=(5.0, 3.5))
+    ax = axes[0, 0]
+    _plot_grouped(ax, divergence, value, group_col)
+    _mark_switch(ax, switch_step)
+    ax.set_xlabel("step")
+    ax.set_ylabel(value.replace("_", " "))
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title)
+    return _save(fig, target)

@@ -1,0 +1,264 @@
+"""Result tables from the tidy score table (see stepscope.scoring.SCORE_COLUMNS).
+
+* :func:`summary_table` -- per variant x split x task: single-seed mean and std, best-of-K
+  (oracle), every ensemble configuration's mean and its gain over the single-seed mean; plus
+  per-split and Overall rows weighted by number of videos (VBVR-Bench leaderboard style).
+* :func:`ablation_table` -- ensemble window start/end and K parsed from seed names
+  ``ens-<strategy>-k<K>-<start>-<end>``, per split and overall.
+* :func:`write_table` writes Parquet, CSV and Markdown atomically.
+
+Definitions: docs/scoring.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import write_parquet, write_text
+
+ENSEMBLE_RE = re.compile(r"^ens-(?P<strategy>.+?)-k(?P<k>\d+)-(?P<start>\d+)-(?P<end>\d+)$")
+SAMPLE_KEYS = ["split", "task", "sample"]
+ALL = "ALL"
+OVERALL = "Overall"
+
+SUMMARY_BASE_COLUMNS = [
+    "level", "variant", "split", "task", "n_samples", "n_videos", "n_seeds",
+    "single_mean", "single_std", "best_of_k", "best_of_k_gain",
+]  # fmt: skip
+ABLATION_COLUMNS = [
+    "variant", "ensemble", "strategy", "k", "start", "end", "level", "split",
+    "n_samples", "mean", "single_mean", "gain",
+]  # fmt: skip
+
+
+def is_single_seed(seed: str) -> bool:
+    return bool(re.fullmatch(r"\d+", str(seed)))
+
+
+def parse_ensemble(name: str) -> dict | None:
+    """``ens-<strategy>-k<K>-<start>-<end>`` -> {strategy, k, start, end}; None otherwise."""
+    match = ENSEMBLE_RE.match(str(name))
+    if match is None:
+        return None
+    d = match.groupdict()
+    return {"strategy": d["strategy"], "k": int(d["k"]), "start": int(d["start"]), "end": int(d["end"])}
+
+
+def _ensemble_sort_key(name: str):
+    p = parse_ensemble(name)
+    return (0, p["strategy"], p["k"], p["start"], p["end"], name) if p else (1, "", 0, 0, 0, name)
+
+
+def video_scores(
+    scores: pd.DataFrame, *, metric: str = "total", scorer: str | None = None, step: int = -1
+) -> pd.DataFrame:
+    """One value per video (variant, split, task, sample, seed) for one metric and step.
+
+    ``scorer=None`` is allowed only when the table holds a single scorer. Duplicate rows of
+    the same video are averaged.
+    """
+    df = scores[(scores["metric"] == metric) & (scores["step"] == step)]
+    if scorer is not None:
+        df = df[df["scorer"] == scorer]
+    elif df["scorer"].nunique() > 1:
+        raise ValueError(f"the table mixes scorers {sorted(df['scorer'].unique())}; pass scorer=")
+    keys = ["variant", *SAMPLE_KEYS, "seed"]
+    df = df.astype({k: str for k in keys})
+    return df.groupby(keys, as_index=False, sort=True)["value"].mean()
+
+
+def _summarise(videos: pd.DataFrame, ensembles: list[str]) -> dict:
+    single = videos[videos["seed"].map(is_single_seed)]
+    per_sample = single.groupby(SAMPLE_KEYS)["value"]
+    sample_mean = per_sample.mean()
+    per_seed = single.groupby("seed")["value"].mean()
+    single_mean = float(single["value"].mean()) if len(single) else math.nan
+    best = float(per_sample.max().mean()) if len(single) else math.nan
+    row = {
+        "n_samples": int(len(sample_mean)),
+        "n_videos": int(len(single)),
+        "n_seeds": int(single["seed"].nunique()),
+        "single_mean": single_mean,
+        "single_std": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
+        "best_of_k": best,
+        "best_of_k_gain": best - single_mean,
+    }
+    for name in ensembles:
+        ens = videos[videos["seed"] == name].set_index(SAMPLE_KEYS)["value"]
+        row[f"mean[{name}]"] = float(ens.mean()) if len(ens) else math.nan
+        matched = ens.index.intersection(sample_mean.index)
+        row[f"gain[{name}]"] = (
+            float((ens.loc[matched] - sample_mean.loc[matched]).mean()) if len(matched) else math.nan
+        )
+    return row
+
+
+def summary_table(
+    scores: pd.DataFrame, *, metric: str = "total", scorer: str | None = None, step: int = -1
+) -> pd.DataFrame:
+    """Per variant: one row per (split, task) (``level="task"``), one per split
+    (``level="split"``, task ``ALL``) and one Overall row (``level="overall"``, split
+    ``Overall``, task ``ALL``). Aggregate rows pool all videos of their scope, so they
+    weight tasks by their number of videos (overall = mean over all videos).
+
+    Columns: ``level, variant, split, task, n_samples, n_videos, n_seeds, single_mean,
+    single_std, best_of_k, best_of_k_gain`` and per ensemble configuration ``mean[<name>]``
+    and ``gain[<name>]``. single_mean: mean over all single-seed videos; single_std: sample
+    std (ddof=1) across seeds of each seed's mean; best_of_k: mean over samples of the best
+    single seed; gain[<name>]: mean over the samples that have the ensemble of (ensemble
+    score - that sample's single-seed mean).
+    """
+    videos = video_scores(scores, metric=metric, scorer=scorer, step=step)
+    ensembles = sorted({s for s in videos["seed"] if not is_single_seed(s)}, key=_ensemble_sort_key)
+    rows = []
+    for variant, vg in videos.groupby("variant", sort=True):
+        for (split, task), tg in vg.groupby(["split", "task"], sort=True):
+            rows.append(
+                {
+                    "level": "task",
+                    "variant": variant,
+                    "split": split,
+                    "task": task,
+                    **_summarise(tg, ensembles),
+                }
+            )
+        for split, sg in vg.groupby("split", sort=True):
+            rows.append(
+                {
+                    "level": "split",
+                    "variant": variant,
+                    "split": split,
+                    "task": ALL,
+                    **_summarise(sg, ensembles),
+                }
+            )
+        rows.append(
+            {
+                "level": "overall",
+                "variant": variant,
+                "split": OVERALL,
+                "task": ALL,
+                **_summarise(vg, ensembles),
+            }
+        )
+    ens_cols = [c for name in ensembles for c in (f"mean[{name}]", f"gain[{name}]")]
+    out = pd.DataFrame(rows, columns=SUMMARY_BASE_COLUMNS + ens_cols)
+    return out.astype({"n_samples": "int64", "n_videos": "int64", "n_seeds": "int64"})
+
+
+def ablation_table(
+    scores: pd.DataFrame, *, metric: str = "total", scorer: str | None = None, step: int = -1
+) -> pd.DataFrame:
+    """One row per variant x ensemble configuration x (each split, Overall).
+
+    Columns: ``variant, ensemble, strategy, k, start, end, level, split, n_samples, mean,
+    single_mean, gain``; ``single_mean`` is the single-seed mean over the same samples the
+    ensemble covers (mean of per-sample seed means) and ``gain = mean - single_mean``.
+    Seed names that do not parse as ``ens-<strategy>-k<K>-<start>-<end>`` are skipped.
+    """
+    videos = video_scores(scores, metric=metric, scorer=scorer, step=step)
+    single = videos[videos["seed"].map(is_single_seed)]
+    sample_mean = single.groupby(["variant", *SAMPLE_KEYS])["value"].mean()
+    rows = []
+    names = sorted({s for s in videos["seed"] if parse_ensemble(s)}, key=_ensemble_sort_key)
+    for name in names:
+        spec = parse_ensemble(name)
+        ens = videos[videos["seed"] == name]
+        for variant, eg in ens.groupby("variant", sort=True):
+            scopes = [("split", split, g) for split, g in eg.groupby("split", sort=True)]
+            scopes.append(("overall", OVERALL, eg))
+            for level, split, g in scopes:
+                values = g.set_index(["variant", *SAMPLE_KEYS])["value"]
+                matched = values.index.intersection(sample_mean.index)
+                base = float(sample_mean.loc[matched].mean()) if len(matched) else math.nan
+                mean_matched = float(values.loc[matched].mean()) if len(matched) else math.nan
+                rows.append(
+                    {
+                        "variant": variant,
+                        "ensemble": name,
+                        **spec,
+                        "level": level,
+                        "split": split,
+                        "n_samples": int(len(values)),
+                        "mean": float(values.mean()),
+                        "single_mean": base,
+                        "gain": mean_matched - base,
+                    }
+                )
+    out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
+    return out.astype({"k": "int64", "start": "int64", "end": "int64", "n_samples": "int64"})
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value, floatfmt: str) -> str:
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else format(float(value), floatfmt)
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """GitHub Markdown table (pandas' to_markdown when tabulate is installed)."""
+    try:
+        import tabulate  # noqa: F401
+
+        return df.to_markdown(index=False, floatfmt=floatfmt, missingval="") + "\n"
+    except ImportError:
+        return markdown_table(df, floatfmt)
+
+
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """Dependency-free Markdown table writer."""
+    header = "| " + " | ".join(str(c) for c in df.columns) + " |"
+    align = (
+        "| "
+        + " | ".join("---:" if pd.api.types.is_numeric_dtype(df[c]) else "---" for c in df.columns)
+        + " |"
+    )
+    body = ["| " + " | ".join(_fmt(v, floatfmt) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([header, align, *body]) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: str | os.PathLike, floatfmt: str = ".3f") -> dict[str, Path]:
+    """Write ``<stem>.parquet``, ``<stem>.csv`` and ``<stem>.md`` atomically."""
+    stem = Path(stem)
+    paths = {ext: stem.with_name(stem.name + "." + ext) for ext in ("parquet", "csv", "md")}
+    write_parquet(paths["parquet"], df)
+    write_text(paths["csv"], df.to_csv(index=False))
+    write_text(paths["md"], to_markdown(df, floatfmt))
+    return paths
+
+
+def build_tables(
+    scores: pd.DataFrame | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    metric: str = "total",
+    scorer: str | None = None,
+    step: int = -1,
+    prefix: str = "",
+) -> Mapping[str, pd.DataFrame]:
+    """Build the summary and ablation tables and write them under ``out_dir`` as
+    ``<prefix>summary.{parquet,csv,md}`` and ``<prefix>ablation.{parquet,csv,md}``."""
+    if not isinstance(scores, pd.DataFrame):
+        scores = pd.read_parquet(scores)
+    out_dir = Path(out_dir)
+    tables = {
+        "summary": summary_table(scores, metric=metric, scorer=scorer, step=step),
+        "ablation": ablation_table(scores, metric=metric, scorer=scorer, step=step),
+    }
+    for name, df in tables.items():
+        write_table(df, out_dir / f"{prefix}{name}")
+    return tables

@@ -1,0 +1,3 @@
+"""Stand-in without any supported entry point."""
+
+VERSION = "0"

@@ -1,0 +1,292 @@
+"""Builtin scorer ordering, tidy table rows, and the VBVR-EvalKit adapter (with stand-ins)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from stepscope import scoring
+from stepscope.records import read_video, write_video
+from stepscope.scoring import (
+    SCORE_COLUMNS,
+    WEIGHTS,
+    EvalKitNotInstalled,
+    RunId,
+    score_runs,
+    score_video,
+    score_with_evalkit,
+)
+
+VBVR_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "vbvr-mini"
+FAKE_EVALKIT = Path(__file__).resolve().parent / "fake_evalkit"
+
+
+def _moving_square_frames(n: int = 24, size: int = 128) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    background = np.stack([180 + 40 * xx / size, 190 + 30 * yy / size, np.full_like(xx, 200.0)], axis=-1)
+    background[96:104, 8:120] = (60, 60, 60)  # a static bar gives the scene some structure
+    frames = []
+    for t in range(n):
+        frame = background.copy()
+        x0 = int(round(8 + (size - 8 - 30) * t / (n - 1)))
+        frame[30:58, x0 : x0 + 22] = (220, 30, 30)
+        frames.append(frame)
+    return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def synthetic_sample(tmp_path_factory) -> Path:
+    sample = tmp_path_factory.mktemp("bench") / "In-Domain_50" / "T-1_moving_square_data-generator" / "00000"
+    sample.mkdir(parents=True)
+    frames = _moving_square_frames()
+    Image.fromarray(frames[0]).save(sample / "first_frame.png")
+    Image.fromarray(frames[-1]).save(sample / "final_frame.png")
+    write_video(sample / "ground_truth.mp4", frames, fps=16)
+    (sample / "prompt.txt").write_text("Move the red square to the right edge.\n")
+    return sample
+
+
+def _alternatives(sample: Path) -> dict[str, np.ndarray]:
+    gt = read_video(sample / "ground_truth.mp4")
+    if max(gt.shape[1:3]) > 256:  # the scorer works at <= 256 px anyway; shrink once here
+        h, w = scoring._work_size(*gt.shape[1:3], 256)
+        gt = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in gt])
+    first = np.asarray(Image.open(sample / "first_frame.png").convert("RGB"))
+    rng = np.random.default_rng(0)
+    return {
+        "gt": gt,
+        "static": np.repeat(first[None], len(gt), axis=0),
+        "reversed": gt[::-1].copy(),
+        "noise": rng.integers(0, 256, size=(len(gt), 96, 96, 3), dtype=np.uint8),
+    }
+
+
+def _check_order(scores: dict[str, dict[str, float]]) -> None:
+    for name, s in scores.items():
+        assert set(s) == set(scoring.METRICS), name
+        assert all(0.0 <= v <= 1.0 for v in s.values()), (name, s)
+        assert s["total"] == pytest.approx(sum(WEIGHTS[k] * s[k] for k in WEIGHTS))
+    totals = {name: s["total"] for name, s in scores.items()}
+    assert totals["gt"] == max(totals.values()), totals
+    assert totals["gt"] > 0.9, totals
+    assert totals["static"] < totals["gt"] - 0.1, totals
+    assert totals["reversed"] < totals["gt"] - 0.1, totals
+    assert totals["noise"] == min(totals.values()), totals
+    assert totals["noise"] < 0.3, totals
+
+
+def test_builtin_ordering_synthetic(synthetic_sample):
+    scores = {
+        name: score_video(frames, synthetic_sample)
+        for name, frames in _alternatives(synthetic_sample).items()
+    }
+    _check_order(scores)
+    # the GT moves; a static video does not progress at all
+    assert scores["gt"]["task_progress"] > 0.9
+    assert scores["static"]["task_progress"] < 0.4
+    assert scores["reversed"]["first_frame_fidelity"] < scores["gt"]["first_frame_fidelity"]
+
+
+def test_builtin_handles_other_resolution_and_length(synthetic_sample):
+    gt = read_video(synthetic_sample / "ground_truth.mp4")
+    # a model would output another size and frame count: upsample in time, shrink in space
+    idx = np.rint(np.linspace(0, len(gt) - 1, 41)).astype(int)
+    small = np.stack([np.asarray(Image.fromarray(gt[i]).resize((80, 64))) for i in idx])
+    s = score_video(small, synthetic_sample)
+    assert s["total"] > 0.85, s
+    # float input in [0, 1] is accepted and gives the same score as uint8
+    assert score_video(gt.astype(np.float32) / 255.0, synthetic_sample)["total"] == pytest.approx(
+        score_video(gt, synthetic_sample)["total"], abs=1e-3
+    )
+
+
+def test_builtin_penalises_jumps_and_broken_frames(synthetic_sample):
+    gt = read_video(synthetic_sample / "ground_truth.mp4")
+    cut = np.concatenate([np.repeat(gt[:1], 12, axis=0), np.repeat(gt[-1:], 12, axis=0)])
+    s_gt, s_cut = score_video(gt, synthetic_sample), score_video(cut, synthetic_sample)
+    assert s_cut["temporal_smoothness"] < 0.6 * s_gt["temporal_smoothness"], (s_cut, s_gt)
+    broken = gt.astype(np.float32)
+    broken[5:] = np.nan
+    s_broken = score_video(broken, synthetic_sample)
+    assert s_broken["total"] < 0.5 * s_gt["total"]
+    assert s_broken["visual_quality"] < 0.3
+
+
+def test_builtin_is_deterministic_and_accepts_paths(synthetic_sample):
+    path = synthetic_sample / "ground_truth.mp4"
+    a = score_video(path, synthetic_sample)
+    b = score_video(read_video(path), synthetic_sample)
+    assert a == b
+
+
+def test_ssim_identity_and_range():
+    rng = np.random.default_rng(1)
+    img = rng.random((40, 50, 3)).astype(np.float32)
+    assert scoring.ssim(img, img) == pytest.approx(1.0, abs=1e-5)
+    assert -1.0 <= scoring.ssim(img, rng.random((40, 50, 3)).astype(np.float32)) < 0.2
+
+
+def test_missing_sample_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lacks"):
+        score_video(np.zeros((3, 8, 8, 3), np.uint8), tmp_path)
+
+
+@pytest.mark.skipif(not VBVR_MINI.is_dir(), reason=f"vbvr-mini samples not found at {VBVR_MINI}")
+@pytest.mark.parametrize("split", ["In-Domain_50", "Out-of-Domain_50"])
+def test_builtin_ordering_vbvr_mini(split):
+    tasks = sorted(p for p in (VBVR_MINI / split).iterdir() if p.is_dir())
+    if not tasks:
+        pytest.skip(f"no tasks under {VBVR_MINI / split}")
+    for task in tasks:
+        sample = task / "00000"
+        scores = {name: score_video(frames, sample) for name, frames in _alternatives(sample).items()}
+        _check_order(scores)
+
+
+def test_score_runs_table(synthetic_sample):
+    gt = read_video(synthetic_sample / "ground_truth.mp4")
+    items = [
+        (RunId("wan22", "In-Domain_50", "T-1", "00000", "1", -1), gt, synthetic_sample),
+        ({"variant": "wan22", "split": "In-Domain_50", "task": "T-1", "sample": "00000", "seed": 2, "step": 7},
+         synthetic_sample / "ground_truth.mp4", synthetic_sample),
+        (RunId("wan22", "In-Domain_50", "T-1", "00000", "ens-latent-k3-0-10"), gt[::-1], synthetic_sample),
+    ]  # fmt: skip
+    table = score_runs(items)
+    assert list(table.columns) == list(SCORE_COLUMNS)
+    assert len(table) == 3 * len(scoring.METRICS)
+    assert table["seed"].tolist().count("2") == len(scoring.METRICS)
+    assert set(table["seed"]) == {"1", "2", "ens-latent-k3-0-10"}
+    assert table["step"].dtype == np.int64 and set(table["step"]) == {-1, 7}
+    assert set(table["scorer"]) == {"builtin"}
+    totals = table[table["metric"] == "total"].set_index("seed")["value"]
+    assert totals["1"] == pytest.approx(totals["2"])
+    assert totals["ens-latent-k3-0-10"] < totals["1"]
+
+
+def test_score_table_roundtrip(tmp_path):
+    rows = scoring.score_rows(
+        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, "builtin"
+    )
+    target = tmp_path / "scores.parquet"
+    scoring.write_score_table(target, scoring.rows_to_table(rows))
+    back = scoring.read_score_table(target)
+    assert back.to_dict("records")[0] == {
+        "variant": "v", "split": "s", "task": "t", "sample": "00001", "seed": "3", "step": 4,
+        "scorer": "builtin", "metric": "total", "value": 0.5,
+    }  # fmt: skip
+    merged = scoring.merge_score_tables([target, target], tmp_path / "merged.parquet")
+    assert len(merged) == 4 and (tmp_path / "merged.parquet").is_file()
+    assert list(scoring.empty_score_table().columns) == list(SCORE_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------------------
+# VBVR-EvalKit adapter
+# ---------------------------------------------------------------------------------------------
+
+LEVELS = {"00000": 64, "00001": 128, "00002": 192}
+
+
+@pytest.fixture
+def evalkit_tree(tmp_path, monkeypatch):
+    """Generated videos in EvalKit's layout (constant grey levels) plus matching sample folders."""
+    monkeypatch.syspath_prepend(str(FAKE_EVALKIT))
+    videos, bench = tmp_path / "videos", tmp_path / "bench"
+    layout = {
+        "In-Domain_50": {"G-1_task_a": ["00000", "00001"]},
+        "Out-of-Domain_50": {"O-2_task_b": ["00002"]},
+    }
+    for model in ("wan22", "wan22@ens-latent-k3-0-10"):
+        for split, tasks in layout.items():
+            for task, samples in tasks.items():
+                for sample in samples:
+                    level = LEVELS[sample] + (20 if "@" in model else 0)
+                    frames = np.full((5, 16, 16, 3), level, np.uint8)
+                    write_video(
+                        scoring.evalkit_video_path(videos, model, split, task, sample), frames, fps=16
+                    )
+                    (bench / split / task / sample).mkdir(parents=True, exist_ok=True)
+    yield videos, bench
+    for name in list(sys.modules):
+        if name.startswith(("fake_evalkit", "fake_vbvr_bench")):
+            del sys.modules[name]
+
+
+def _expected(variant_seed_level: int) -> float:
+    return variant_seed_level / 255.0
+
+
+@pytest.mark.parametrize("module", ["fake_evalkit_video", "fake_evalkit_batch", "fake_vbvr_bench"])
+def test_evalkit_adapter(evalkit_tree, tmp_path, module):
+    videos, bench = evalkit_tree
+    out = tmp_path / "evalkit.parquet"
+    table = score_with_evalkit(videos, bench, out, module=module, check_versions=False)
+    assert out.is_file()
+    assert list(table.columns) == list(SCORE_COLUMNS)
+    assert set(table["scorer"]) == {"vbvr-evalkit"}
+    assert set(table["step"]) == {-1}
+    task = table[table["metric"] == "task_specific"]
+    assert len(task) == 6
+    assert set(task["variant"]) == {"wan22"}
+    assert set(task["seed"]) == {"1", "ens-latent-k3-0-10"}
+    for row in task.itertuples():
+        level = LEVELS[row.sample] + (20 if row.seed != "1" else 0)
+        assert row.value == pytest.approx(_expected(level), abs=0.02), row
+        assert (row.split, row.task) in {("In-Domain_50", "G-1_task_a"), ("Out-of-Domain_50", "O-2_task_b")}
+    assert pd.read_parquet(out).shape == table.shape
+
+
+def test_evalkit_bench_full_score(evalkit_tree):
+    videos, bench = evalkit_tree
+    table = score_with_evalkit(videos, bench, module="fake_vbvr_bench", full_score=True, models=["wan22"],
+                               check_versions=False)  # fmt: skip
+    assert set(table["metric"]) == {
+        "weighted", "first_frame_consistency", "final_frame_accuracy", "temporal_smoothness",
+        "visual_quality", "task_specific",
+    }  # fmt: skip
+    assert set(table["seed"]) == {"1"}
+
+
+def test_evalkit_errors(evalkit_tree, tmp_path):
+    videos, bench = evalkit_tree
+    with pytest.raises(EvalKitNotInstalled, match="not on PyPI") as info:
+        score_with_evalkit(videos, bench, module="no_such_evalkit_module_xyz")
+    message = str(info.value)
+    assert "git clone" in message and "numpy==1.26.4" in message and "docs/scoring.md" in message
+    assert isinstance(info.value, ImportError)
+    with pytest.raises(TypeError, match="none of"):
+        score_with_evalkit(videos, bench, module="fake_evalkit_empty", check_versions=False)
+    # a crashing evaluator: raise by default, NaN on request
+    broken = videos / "wan22" / "In-Domain_50" / "G-9_broken_task"
+    write_video(broken / "00000.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=16)
+    (bench / "In-Domain_50" / "G-9_broken_task" / "00000").mkdir(parents=True)
+    with pytest.raises(RuntimeError, match="crashed"):
+        score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
+    table = score_with_evalkit(
+        videos, bench, module="fake_evalkit_video", on_error="nan", check_versions=False
+    )
+    assert table.loc[table["task"] == "G-9_broken_task", "value"].isna().all()
+
+
+def test_evalkit_version_warning(monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.0.0" if name == "numpy" else real(name))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = scoring.check_evalkit_versions()
+    assert found["numpy"] == "2.0.0"
+    assert any("numpy is 2.0.0, pinned 1.26.4" in str(w.message) for w in caught)
+
+
+def test_evalkit_cli_missing_module(tmp_path, capsys):
+    rc = scoring.main(["evalkit", "--videos-root", str(tmp_path), "--bench-root", str(tmp_path),
+                       "--out", str(tmp_path / "x.parquet"), "--module", "no_such_evalkit_module_xyz"])  # fmt: skip
+    assert rc == 2
+    assert "not on PyPI" in capsys.readouterr().err
