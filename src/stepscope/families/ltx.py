@@ -1,0 +1,829 @@
+"""LTX-2.3 (22B, joint audio+video) through diffsynth's LTX2AudioVideoPipeline, one-stage image-to-video.
+
+The sampling pieces below mirror ``LTX2AudioVideoPipeline.__call__`` and ``denoise_stage`` of
+diffsynth 2.1.12 line by line (units, CFG combination of the (video, audio) pair, the masked
+scheduler step that keeps the conditioning frame, decode); the exactness tests fail if they
+drift apart.
+
+Differences from Wan that the rest of stepscope sees:
+
+* A state is an `AVLatents` pair: the video latent (B, 128, F, H, W) and the audio latent
+  (B, 8, T, 16). Both are denoised together (the DiT attends across them), so both travel
+  through the loop; `video_latent` picks the video part for x0_hat records and the frames.
+* The conditioning image is not written into the latent: the pipeline keeps a denoise mask
+  (0 at the first latent frame when the strength is 1.0) that replaces the frame inside the
+  model call and, at each scheduler step, swaps the predicted velocity of that frame for the
+  one that leads back to the image latent. `scheduler_step` applies the same mask, so the
+  first frame of x0_hat is the image latent too.
+* The DiT's patch embedding (`patchify_proj`) is a Linear on already patchified tokens (patch
+  size 1), so the token grid is the latent grid: `token_grid` returns it.
+* The pipeline runs at ``frame_rate=24`` (``default_fps``): it sets the RoPE time positions and
+  the audio length. Videos are written at 16 fps by the caller, like the other families.
+* The text encoder is Gemma-3-12B (``google/gemma-3-12b-it-qat-q4_0-unquantized``); prompts are
+  padded to 1024 tokens, as LTXVGemmaTokenizer does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from diffsynth.models.ltx2_audio_vae import (
+    LTX2AudioDecoder,
+    LTX2Vocoder,
+    LTX2VocoderWithBWE,
+    MelSTFT,
+    UpSample1d,
+)
+from diffsynth.models.ltx2_audio_vae import PerChannelStatistics as AudioPerChannelStatistics
+from diffsynth.models.ltx2_text_encoder import LTX2TextEncoder
+from diffsynth.models.ltx2_video_vae import (
+    LogVarianceType,
+    LTX2VideoEncoder,
+    NormLayerType,
+    PaddingModeType,
+    PerChannelStatistics,
+    PixelNorm,
+    _make_encoder_block,
+    make_conv_nd,
+)
+from torch import nn
+
+from .base import Prepared, StepScopeError, WeightLayout, resolve_layout, signature_defaults, uint8_frames
+from .tiny import TINY_MANIFEST, register_tiny_configs, write_tiny_component, write_word_tokenizer
+
+GEMMA_DIR = "google/gemma-3-12b-it-qat-q4_0-unquantized"
+REPACKAGE_DIR = "DiffSynth-Studio/LTX-2.3-Repackage"
+
+
+def _repackaged(component: str, file_name: str, required: bool = True) -> WeightLayout:
+    """A file of DiffSynth-Studio/LTX-2.3-Repackage: at the folder root or under the repo's own path."""
+    return WeightLayout(component, (file_name, f"{REPACKAGE_DIR}/{file_name}"), required)
+
+
+# The files of DiffSynth-Studio/LTX-2.3-Repackage (split from Lightricks/LTX-2.3's
+# ltx-2.3-22b-dev.safetensors by diffsynth's split_model_statedicts_ltx2.3.py) that a one-stage
+# image-to-video run loads, plus the Gemma-3 text encoder and its tokenizer.
+LAYOUT = (
+    _repackaged("dit", "transformer.safetensors"),
+    _repackaged("text_encoder_post_modules", "text_encoder_post_modules.safetensors"),
+    _repackaged("video_vae_encoder", "video_vae_encoder.safetensors"),
+    _repackaged("video_vae_decoder", "video_vae_decoder.safetensors"),
+    _repackaged("audio_vae_decoder", "audio_vae_decoder.safetensors"),
+    _repackaged("audio_vocoder", "audio_vocoder.safetensors"),
+    WeightLayout("text_encoder", (f"{GEMMA_DIR}/model-*.safetensors",)),
+    WeightLayout("tokenizer", (f"{GEMMA_DIR}/tokenizer_config.json",)),
+    # Only needed for audio inputs (retake / audio-to-video), which stepscope does not use.
+    _repackaged("audio_vae_encoder", "audio_vae_encoder.safetensors", required=False),
+)
+# Order in which the files go to `from_pretrained` (the order of diffsynth's examples).
+LOAD_ORDER = (
+    "text_encoder",
+    "dit",
+    "text_encoder_post_modules",
+    "video_vae_encoder",
+    "video_vae_decoder",
+    "audio_vae_decoder",
+    "audio_vocoder",
+    "audio_vae_encoder",
+)
+
+# LTX-2.3's default negative prompt as shipped with diffsynth (LTX2AudioVideoPipeline.default_negative_prompt).
+LTX_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
+    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
+    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
+    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
+    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
+    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
+    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
+    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
+
+# Sampling defaults of the VBVR authors for LTX-2.3 (one-stage, first frame at strength 1.0).
+DEFAULT_STEPS = 40
+DEFAULT_CFG = 3.0
+DEFAULT_FRAME_RATE = 24
+
+CONVERTERS = "diffsynth.utils.state_dict_converters"
+
+
+class AVLatents(NamedTuple):
+    """One LTX state: video (B, 128, F, H, W) and audio (B, 8, T, 16) latents (or their velocities)."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+
+
+# ----- tiny twins ---------------------------------------------------------------------------
+# Subclasses only where a diffsynth constructor fixes the widths; each keeps the forward code
+# and the state-dict layout of its parent.
+
+
+class TinyLTX2VideoEncoder(LTX2VideoEncoder):
+    """LTX-2.3's video encoder (same block kinds and 8x32x32 compression) with small widths.
+
+    LTX2VideoEncoder starts its features at the latent width (128) and doubles them three
+    times (1024 at the bottom); here they start at `base_channels` and each stage has
+    `layers_per_stage` resnet blocks. The output is still 128 latent channels.
+    """
+
+    def __init__(self, base_channels: int = 4, layers_per_stage: int = 1, latent_channels: int = 128):
+        nn.Module.__init__(self)
+        layers = {"num_layers": layers_per_stage}
+        encoder_blocks = [
+            ["res_x", layers],
+            ["compress_space_res", {"multiplier": 2}],
+            ["res_x", layers],
+            ["compress_time_res", {"multiplier": 2}],
+            ["res_x", layers],
+            ["compress_all_res", {"multiplier": 2}],
+            ["res_x", layers],
+            ["compress_all_res", {"multiplier": 1}],
+            ["res_x", layers],
+        ]
+        self.patch_size = 4
+        self.norm_layer = NormLayerType.PIXEL_NORM
+        self.latent_channels = latent_channels
+        self.latent_log_var = LogVarianceType.UNIFORM
+        self._norm_num_groups = self._DEFAULT_NORM_NUM_GROUPS
+        self.per_channel_statistics = PerChannelStatistics(latent_channels=latent_channels)
+        feature_channels = base_channels
+        self.conv_in = make_conv_nd(
+            dims=3,
+            in_channels=3 * self.patch_size**2,
+            out_channels=feature_channels,
+            kernel_size=3,
+            stride=1,
+            padding=1,
+            causal=True,
+            spatial_padding_mode=PaddingModeType.ZEROS,
+        )
+        self.down_blocks = nn.ModuleList([])
+        for block_name, block_config in encoder_blocks:
+            block, feature_channels = _make_encoder_block(
+                block_name=block_name,
+                block_config=block_config,
+                in_channels=feature_channels,
+                convolution_dimensions=3,
+                norm_layer=self.norm_layer,
+                norm_num_groups=self._norm_num_groups,
+                spatial_padding_mode=PaddingModeType.ZEROS,
+            )
+            self.down_blocks.append(block)
+        self.conv_norm_out = PixelNorm()
+        self.conv_act = nn.SiLU()
+        self.conv_out = make_conv_nd(
+            dims=3,
+            in_channels=feature_channels,
+            out_channels=latent_channels + 1,  # UNIFORM log-variance: 128 means + 1 shared logvar
+            kernel_size=3,
+            padding=1,
+            causal=True,
+            spatial_padding_mode=PaddingModeType.ZEROS,
+        )
+
+
+class TinyLTX2AudioDecoder(LTX2AudioDecoder):
+    """LTX2AudioDecoder ties the width of its latent statistics (128 = 8 channels x 16 mel bins
+    of the patchified audio latent) to its first conv width `ch`; this keeps 128 statistics
+    with a small `ch`."""
+
+    def __init__(
+        self, *, latent_features: int = 128, ch_mult: list[int] | tuple[int, ...] = (1, 2, 4), **kwargs
+    ):
+        super().__init__(ch_mult=tuple(ch_mult), **kwargs)
+        self.per_channel_statistics = AudioPerChannelStatistics(latent_channels=latent_features)
+
+
+class TinyLTX2VocoderWithBWE(LTX2VocoderWithBWE):
+    """LTX-2.3's vocoder + bandwidth extension (same upsampling factors, sample rates and
+    stereo 2x64-mel input) with small widths, one resblock kernel, and a short STFT filter."""
+
+    def __init__(
+        self,
+        vocoder_channels: int = 64,
+        bwe_channels: int = 32,
+        resblock_kernel_sizes: list[int] | tuple[int, ...] = (3,),
+        filter_length: int = 128,
+        input_sampling_rate: int = 16000,
+        output_sampling_rate: int = 48000,
+        hop_length: int = 80,
+    ):
+        nn.Module.__init__(self)
+        kernels = list(resblock_kernel_sizes)
+        dilations = [[1, 3, 5]] * len(kernels)
+        self.vocoder = LTX2Vocoder(
+            resblock_kernel_sizes=kernels,
+            upsample_rates=[5, 2, 2, 2, 2, 2],
+            upsample_kernel_sizes=[11, 4, 4, 4, 4, 4],
+            resblock_dilation_sizes=dilations,
+            upsample_initial_channel=vocoder_channels,
+            resblock="AMP1",
+            activation="snakebeta",
+            use_tanh_at_final=False,
+            apply_final_activation=True,
+            use_bias_at_final=False,
+            output_sampling_rate=input_sampling_rate,
+        )
+        self.bwe_generator = LTX2Vocoder(
+            resblock_kernel_sizes=kernels,
+            upsample_rates=[6, 5, 2, 2, 2],
+            upsample_kernel_sizes=[12, 11, 4, 4, 4],
+            resblock_dilation_sizes=dilations,
+            upsample_initial_channel=bwe_channels,
+            resblock="AMP1",
+            activation="snakebeta",
+            use_tanh_at_final=False,
+            apply_final_activation=False,
+            use_bias_at_final=False,
+            output_sampling_rate=output_sampling_rate,
+        )
+        self.mel_stft = MelSTFT(
+            filter_length=filter_length, hop_length=hop_length, win_length=filter_length, n_mel_channels=64
+        )
+        self.input_sampling_rate = input_sampling_rate
+        self.output_sampling_rate = output_sampling_rate
+        self.hop_length = hop_length
+        with torch.device("cpu"):
+            self.resampler = UpSample1d(
+                ratio=output_sampling_rate // input_sampling_rate, persistent=False, window_type="hann"
+            )
+
+
+class TinyLTX2TextEncoder(LTX2TextEncoder):
+    """A small Gemma-3 (text + vision towers) in place of gemma-3-12b, whose config LTX2TextEncoder hard-codes."""
+
+    def __init__(
+        self,
+        hidden_size: int = 32,
+        intermediate_size: int = 64,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 2,
+        num_key_value_heads: int = 1,
+        head_dim: int = 16,
+        vocab_size: int = 256,
+        sliding_window: int = 64,
+        vision_hidden_size: int = 16,
+        vision_layers: int = 1,
+    ):
+        from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+        pattern = ["sliding_attention"] * 5 + ["full_attention"]
+        config = Gemma3Config(
+            text_config={
+                "model_type": "gemma3_text",
+                "hidden_size": hidden_size,
+                "intermediate_size": intermediate_size,
+                "num_hidden_layers": num_hidden_layers,
+                "num_attention_heads": num_attention_heads,
+                "num_key_value_heads": num_key_value_heads,
+                "head_dim": head_dim,
+                "query_pre_attn_scalar": head_dim,
+                "vocab_size": vocab_size,
+                "sliding_window": sliding_window,
+                "layer_types": [pattern[i % len(pattern)] for i in range(num_hidden_layers - 1)]
+                + ["full_attention"],
+                "max_position_embeddings": 2048,
+                "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                "rms_norm_eps": 1e-06,
+                "hidden_activation": "gelu_pytorch_tanh",
+            },
+            vision_config={
+                "model_type": "siglip_vision_model",
+                "hidden_size": vision_hidden_size,
+                "intermediate_size": 2 * vision_hidden_size,
+                "num_hidden_layers": vision_layers,
+                "num_attention_heads": 2,
+                "image_size": 28,
+                "patch_size": 14,
+                "vision_use_head": False,
+            },
+            mm_tokens_per_image=4,
+            # Above every id of the tiny tokenizer, inside the embedding table.
+            boi_token_index=vocab_size - 3,
+            eoi_token_index=vocab_size - 2,
+            image_token_index=vocab_size - 1,
+        )
+        Gemma3ForConditionalGeneration.__init__(self, config)
+
+
+@dataclass(frozen=True)
+class TinyLTXDims:
+    heads: int = 2
+    head_dim: int = 16  # video width 32
+    audio_head_dim: int = 8  # audio width 16 (video:audio = 2:1, as 4096:2048 in the 22B model)
+    layers: int = 4
+    text_dim: int = 32
+    text_layers: int = 2
+    vocab: int = 256
+    connector_layers: int = 1
+    video_vae_channels: int = 4
+    audio_vae_channels: int = 8
+    vocoder_channels: int = 64
+    bwe_channels: int = 32
+
+
+def _seeded_state_dict(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """State dict with every parameter re-drawn from one seeded generator (buffers as built).
+
+    Several LTX modules create parameters with ``torch.empty`` (filled from the checkpoint), so
+    a freshly built model is not deterministic; drawing everything here makes the twin's bytes
+    depend on the seed only. Kaiser/sinc filters (parameters named ``filter``) keep their
+    computed values; latent statistics get a positive spread.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parameters = dict(model.named_parameters())
+    state = {}
+    for key, value in model.state_dict().items():
+        name = key.rsplit(".", 1)[-1]
+        if key not in parameters or not value.is_floating_point() or name == "filter" or value.dim() == 0:
+            state[key] = value.detach().clone()
+            continue
+        noise = torch.randn(value.shape, generator=generator)
+        if name == "std-of-means":
+            drawn = 0.5 + torch.rand(value.shape, generator=generator)
+        elif name == "mean-of-means":
+            drawn = 0.1 * noise
+        elif value.dim() >= 2:
+            drawn = noise / math.sqrt(value[0].numel())
+        elif name == "weight":
+            drawn = 1.0 + 0.1 * noise
+        else:
+            drawn = 0.1 * noise
+        state[key] = drawn.to(value.dtype)
+    return state
+
+
+def _build(model_class: type, kwargs: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return _seeded_state_dict(model_class(**kwargs).eval(), seed)
+
+
+def _gemma_checkpoint_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' Gemma3ForConditionalGeneration keys -> the keys of the gemma-3 checkpoint files."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("model.language_model."):
+            out["language_model.model." + key[len("model.language_model.") :]] = value
+        elif key.startswith("model.vision_tower."):
+            out["vision_tower.vision_model." + key[len("model.vision_tower.") :]] = value
+        elif key.startswith("model.multi_modal_projector."):
+            out["multi_modal_projector." + key[len("model.multi_modal_projector.") :]] = value
+        # lm_head is tied to the embeddings and absent from the checkpoint (the converter re-ties it).
+    return out
+
+
+def _post_module_checkpoint_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LTX2TextEncoderPostModules keys -> the keys of text_encoder_post_modules.safetensors."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("feature_extractor_linear."):
+            out["text_embedding_projection." + key[len("feature_extractor_linear.") :]] = value
+        elif key.startswith("embeddings_connector."):
+            out["model.diffusion_model.video_" + key] = value
+        else:  # audio_embeddings_connector.*
+            out["model.diffusion_model." + key] = value
+    return out
+
+
+def _prefixed(state: dict[str, torch.Tensor], prefix: str, stats_prefix: str | None = None):
+    out = {}
+    for key, value in state.items():
+        if stats_prefix and key.startswith("per_channel_statistics."):
+            out[stats_prefix + key[len("per_channel_statistics.") :]] = value
+        else:
+            out[prefix + key] = value
+    return out
+
+
+# ----- the family ---------------------------------------------------------------------------
+
+
+class LTXFamily:
+    """LTX-2.3 one-stage image-to-video; one DiT (``dit``), latents are `AVLatents`."""
+
+    block_list_name = "transformer_blocks"
+    frame_multiple = 8
+    spatial_multiple = 32
+    default_fps = DEFAULT_FRAME_RATE  # the pipeline's frame_rate; videos are written at 16 fps by the caller
+    defaults = {"num_inference_steps": DEFAULT_STEPS, "cfg_scale": DEFAULT_CFG}
+    experts = ("dit",)
+
+    def __init__(self, name: str = "ltx2.3"):
+        self.name = name
+        self.layout = LAYOUT
+
+    # ----- weights -------------------------------------------------------------------------
+    def make_tiny_weights(self, out_dir: Path, dims: TinyLTXDims = TinyLTXDims(), seed: int = 0) -> Path:
+        """Write a tiny twin in the real folder layout and key formats (same converters as real files)."""
+        from diffsynth.models.ltx2_dit import LTXModel
+        from diffsynth.models.ltx2_text_encoder import LTX2TextEncoderPostModules
+        from diffsynth.models.ltx2_video_vae import LTX2VideoDecoder
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest = []
+
+        def add(relative, model_class, kwargs, model_name, converter, index, keys=None):
+            state = _build(model_class, kwargs, seed + index)
+            state = keys(state) if keys is not None else state
+            manifest.append(
+                write_tiny_component(
+                    out_dir,
+                    relative,
+                    model_class,
+                    kwargs,
+                    model_name,
+                    seed=seed + index,
+                    converter=f"{CONVERTERS}.{converter}",
+                    state_dict=state,
+                )
+            )
+
+        video_width = dims.heads * dims.head_dim
+        audio_width = dims.heads * dims.audio_head_dim
+        vocab = write_word_tokenizer(out_dir / GEMMA_DIR, dims.vocab)
+        add(
+            f"{GEMMA_DIR}/model-00001-of-00001.safetensors",
+            TinyLTX2TextEncoder,
+            {
+                "hidden_size": dims.text_dim,
+                "intermediate_size": 2 * dims.text_dim,
+                "num_hidden_layers": dims.text_layers,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 1,
+                "head_dim": dims.text_dim // 2,
+                "vocab_size": vocab,
+            },
+            "ltx2_text_encoder",
+            "ltx2_text_encoder.LTX2TextEncoderStateDictConverter",
+            0,
+            _gemma_checkpoint_keys,
+        )
+        add(
+            "text_encoder_post_modules.safetensors",
+            LTX2TextEncoderPostModules,
+            {
+                "separated_audio_video": True,
+                "embedding_dim_gemma": dims.text_dim,
+                "num_layers_gemma": dims.text_layers + 1,  # embeddings + every layer's hidden state
+                "video_attention_heads": dims.heads,
+                "video_attention_head_dim": dims.head_dim,
+                "audio_attention_heads": dims.heads,
+                "audio_attention_head_dim": dims.audio_head_dim,
+                "num_connector_layers": dims.connector_layers,
+                "apply_gated_attention": True,
+            },
+            "ltx2_text_encoder_post_modules",
+            "ltx2_text_encoder.LTX2TextEncoderPostModulesStateDictConverter",
+            1,
+            _post_module_checkpoint_keys,
+        )
+        add(
+            "transformer.safetensors",
+            LTXModel,
+            {
+                # The LTX-2.3 entries of diffsynth's registry ...
+                "apply_gated_attention": True,
+                "cross_attention_adaln": True,
+                "caption_channels": None,
+                # ... at tiny widths (latent widths stay 128 / 128: they are fixed by the VAEs).
+                "num_attention_heads": dims.heads,
+                "attention_head_dim": dims.head_dim,
+                "num_layers": dims.layers,
+                "cross_attention_dim": video_width,
+                "audio_num_attention_heads": dims.heads,
+                "audio_attention_head_dim": dims.audio_head_dim,
+                "audio_cross_attention_dim": audio_width,
+            },
+            "ltx2_dit",
+            "ltx2_dit.LTXModelStateDictConverter",
+            2,
+            lambda state: _prefixed(state, "model.diffusion_model."),
+        )
+        add(
+            "video_vae_encoder.safetensors",
+            TinyLTX2VideoEncoder,
+            {"base_channels": dims.video_vae_channels, "layers_per_stage": 1},
+            "ltx2_video_vae_encoder",
+            "ltx2_video_vae.LTX2VideoEncoderStateDictConverter",
+            3,
+            lambda state: _prefixed(state, "vae.encoder.", "vae.per_channel_statistics."),
+        )
+        add(
+            "video_vae_decoder.safetensors",
+            LTX2VideoDecoder,
+            {"decoder_version": "ltx-2.3", "base_channels": dims.video_vae_channels},
+            "ltx2_video_vae_decoder",
+            "ltx2_video_vae.LTX2VideoDecoderStateDictConverter",
+            4,
+            lambda state: _prefixed(state, "vae.decoder.", "vae.per_channel_statistics."),
+        )
+        add(
+            "audio_vae_decoder.safetensors",
+            TinyLTX2AudioDecoder,
+            {"ch": dims.audio_vae_channels, "ch_mult": [1, 1, 1], "num_res_blocks": 1},
+            "ltx2_audio_vae_decoder",
+            "ltx2_audio_vae.LTX2AudioDecoderStateDictConverter",
+            5,
+            lambda state: _prefixed(state, "audio_vae.decoder.", "audio_vae.per_channel_statistics."),
+        )
+        add(
+            "audio_vocoder.safetensors",
+            TinyLTX2VocoderWithBWE,
+            {"vocoder_channels": dims.vocoder_channels, "bwe_channels": dims.bwe_channels},
+            "ltx2_audio_vocoder",
+            "ltx2_audio_vae.LTX2VocoderStateDictConverter",
+            6,
+            lambda state: _prefixed(state, "vocoder."),
+        )
+        (out_dir / TINY_MANIFEST).write_text(
+            json.dumps({"family": self.name, "components": manifest}, indent=2)
+        )
+        return out_dir
+
+    def load_pipeline(self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None = None):
+        """Load through diffsynth's own `from_pretrained` with local paths (never downloads)."""
+        from diffsynth.core import ModelConfig
+        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
+
+        weights_dir = Path(weights_dir)
+        files = resolve_layout(self.name, weights_dir, self.layout)
+        register_tiny_configs(weights_dir)
+        vram = vram or {}
+        configs = [
+            ModelConfig(path=[str(p) for p in files[c]] if len(files[c]) > 1 else str(files[c][0]), **vram)
+            for c in LOAD_ORDER
+            if c in files
+        ]
+        pipe = LTX2AudioVideoPipeline.from_pretrained(
+            torch_dtype=dtype,
+            device=device,
+            model_configs=configs,
+            tokenizer_config=ModelConfig(path=str(files["tokenizer"][0].parent)),
+        )
+        if pipe.is_ltx25 or not getattr(pipe.dit, "cross_attention_adaln", False):
+            raise StepScopeError(
+                f"{weights_dir}/transformer.safetensors is not an LTX-2.3 DiT "
+                f"({'LTX-2.5' if pipe.is_ltx25 else 'LTX-2'}): download DiffSynth-Studio/LTX-2.3-Repackage"
+            )
+        missing = [
+            name
+            for name in (
+                "text_encoder",
+                "text_encoder_post_modules",
+                "video_vae_encoder",
+                "video_vae_decoder",
+            )
+            if getattr(pipe, name) is None
+        ]
+        if missing:
+            raise StepScopeError(
+                f"{weights_dir}: diffsynth did not recognise the files for {', '.join(missing)}"
+            )
+        return pipe
+
+    def lora_targets(self, pipe) -> dict[str, torch.nn.Module]:
+        return {"dit": pipe.dit}
+
+    # ----- sampling pieces -------------------------------------------------------------------
+    def call_kwargs(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Arguments for `pipe(...)` that reproduce a request (also used by our loop).
+
+        One-stage image-to-video: the image is the first frame (index 0) at strength 1.0.
+        `num_inference_steps` / `cfg_scale` default to the VBVR authors' 40 / 3.0.
+        """
+        kwargs = {
+            "prompt": request["prompt"],
+            "negative_prompt": request.get("negative_prompt", LTX_NEGATIVE_PROMPT),
+            "input_images": [request["image"]],
+            "input_images_indexes": [0],
+            "input_images_strength": float(request.get("image_strength", 1.0)),
+            "seed": int(request["seed"]),
+            "rand_device": request.get("rand_device", "cpu"),
+            "height": int(request["height"]),
+            "width": int(request["width"]),
+            "num_frames": int(request["num_frames"]),
+            "frame_rate": int(request.get("frame_rate", DEFAULT_FRAME_RATE)),
+            "cfg_scale": float(request.get("cfg_scale", DEFAULT_CFG)),
+            "num_inference_steps": int(request.get("num_inference_steps", DEFAULT_STEPS)),
+            "tiled": bool(request.get("tiled", True)),
+            "use_two_stage_pipeline": False,
+        }
+        for key in (
+            "tile_size_in_pixels",
+            "tile_overlap_in_pixels",
+            "tile_size_in_frames",
+            "tile_overlap_in_frames",
+        ):
+            if request.get(key) is not None:
+                kwargs[key] = int(request[key])
+        return kwargs
+
+    def prepare(self, pipe, call_kwargs: dict[str, Any]) -> Prepared:
+        args = signature_defaults(type(pipe).__call__)
+        args.update(call_kwargs)
+        for flag, why in (
+            ("use_two_stage_pipeline", "the two-stage pipeline (upsampler + second denoising stage)"),
+            ("use_distilled_pipeline", "the distilled pipeline"),
+            ("audio_only", "audio-only generation"),
+        ):
+            if args.get(flag):
+                raise StepScopeError(
+                    f"{why} is not supported by stepscope's loop: use the one-stage pipeline"
+                )
+        # As in LTX2AudioVideoPipeline.__call__ (one stage, no distillation).
+        pipe.scheduler.set_timesteps(
+            args["num_inference_steps"], denoising_strength=args["denoising_strength"], special_case=None
+        )
+        posi = {"prompt": args["prompt"]}
+        nega = {"negative_prompt": args["negative_prompt"]}
+        retake_audio = args["retake_audio"]
+        shared = {
+            "input_images": args["input_images"],
+            "input_images_indexes": args["input_images_indexes"],
+            "input_images_strength": args["input_images_strength"],
+            "retake_video": args["retake_video"],
+            "retake_video_regions": args["retake_video_regions"],
+            "retake_audio": (retake_audio, args["audio_sample_rate"]) if retake_audio is not None else None,
+            "retake_audio_regions": args["retake_audio_regions"],
+            "in_context_videos": args["in_context_videos"],
+            "in_context_downsample_factor": args["in_context_downsample_factor"],
+            "seed": args["seed"],
+            "rand_device": args["rand_device"],
+            "height": args["height"],
+            "width": args["width"],
+            "num_frames": args["num_frames"],
+            "frame_rate": args["frame_rate"],
+            "auto_duration": args["auto_duration"],
+            "auto_duration_min_seconds": args["auto_duration_min_seconds"],
+            "auto_duration_max_seconds": args["auto_duration_max_seconds"],
+            "audio_only": args["audio_only"],
+            "cfg_scale": args["cfg_scale"],
+            "tiled": args["tiled"],
+            "tile_size_in_pixels": args["tile_size_in_pixels"],
+            "tile_overlap_in_pixels": args["tile_overlap_in_pixels"],
+            "tile_size_in_frames": args["tile_size_in_frames"],
+            "tile_overlap_in_frames": args["tile_overlap_in_frames"],
+            "use_two_stage_pipeline": args["use_two_stage_pipeline"],
+            "use_distilled_pipeline": args["use_distilled_pipeline"],
+            "clear_lora_before_state_two": args["clear_lora_before_state_two"],
+            "stage2_spatial_upsample_factor": args["stage2_spatial_upsample_factor"],
+            "video_patchifier": pipe.video_patchifier,
+            "audio_patchifier": pipe.audio_patchifier,
+        }
+        for unit in pipe.units:
+            shared, posi, nega = pipe.unit_runner(unit, pipe, shared, posi, nega)
+        pipe.load_models_to_device(pipe.in_iteration_models)
+        if shared.get("positive_only_lora") is not None or shared.get("negative_only_lora") is not None:
+            raise StepScopeError(
+                "per-branch LoRAs (positive_only_lora / negative_only_lora) are not supported"
+            )
+        return Prepared(shared=shared, posi=posi, nega=nega, call_kwargs=args)
+
+    def seed_latents(self, pipe, prepared: Prepared, seed: int) -> AVLatents:
+        """Initial latents for another seed, drawn as LTX2AudioVideoUnit_NoiseInitializer does.
+
+        Video and audio noise each come from a fresh generator seeded with `seed`. The
+        conditioning frame is not written into the latent (the denoise mask handles it).
+        """
+        shared = prepared.shared
+        if seed == prepared.call_kwargs["seed"]:
+            return AVLatents(shared["video_latents"].clone(), shared["audio_latents"].clone())
+        rand_device = prepared.call_kwargs["rand_device"]
+        video = pipe.generate_noise(shared["video_noise"].shape, seed=seed, rand_device=rand_device)
+        audio = pipe.generate_noise(shared["audio_noise"].shape, seed=seed, rand_device=rand_device)
+        return AVLatents(video, audio)
+
+    def expert_for_step(self, pipe, prepared: Prepared, step: int) -> str:
+        return "dit"
+
+    def velocity(
+        self,
+        pipe,
+        prepared: Prepared,
+        expert: str,
+        latents: AVLatents,
+        step: int,
+        on_pass: Callable[[str], None],
+    ) -> AVLatents:
+        """CFG-combined (video, audio) velocity, as `cfg_guided_model_fn` inside `denoise_stage`."""
+        models = {name: getattr(pipe, name) for name in pipe.in_iteration_models}
+        shared = dict(prepared.shared, video_latents=latents.video, audio_latents=latents.audio)
+        timestep = pipe.scheduler.timesteps[step].unsqueeze(0).to(dtype=pipe.torch_dtype, device=pipe.device)
+        cfg_scale = prepared.call_kwargs["cfg_scale"]
+        on_pass("cond")
+        posi = pipe.model_fn(**prepared.posi, **shared, **models, timestep=timestep, progress_id=step)
+        if cfg_scale == 1.0:
+            return AVLatents(*posi)
+        on_pass("uncond")
+        nega = pipe.model_fn(**prepared.nega, **shared, **models, timestep=timestep, progress_id=step)
+        return AVLatents(*(n + cfg_scale * (p - n) for p, n in zip(posi, nega, strict=True)))
+
+    def scheduler_step(
+        self, pipe, prepared: Prepared, velocity: AVLatents, step: int, latents: AVLatents, to_final: bool
+    ) -> AVLatents:
+        """`BasePipeline.step` for both modalities, with `to_final` passed on to the scheduler.
+
+        Where a denoise mask exists (the conditioning frame, retakes) the velocity there is
+        replaced by the one that leads back to the conditioning latent, exactly as the
+        pipeline does, so x0_hat (to_final) carries the conditioning frame as well.
+        """
+        shared = prepared.shared
+        video = _masked_step(
+            pipe,
+            latents.video,
+            step,
+            velocity.video,
+            shared.get("denoise_mask_video"),
+            shared.get("input_latents_video"),
+            to_final,
+        )
+        audio = _masked_step(
+            pipe,
+            latents.audio,
+            step,
+            velocity.audio,
+            shared.get("denoise_mask_audio"),
+            shared.get("input_latents_audio"),
+            to_final,
+        )
+        return AVLatents(video, audio)
+
+    def video_latent(self, latents: AVLatents) -> torch.Tensor:
+        return latents.video
+
+    def token_grid(self, pipe, prepared: Prepared, latents: AVLatents) -> tuple[int, int, int]:
+        """(f, h, w) of the DiT's video tokens: the latent grid (LTX patchifies with patch size 1)."""
+        return tuple(int(size) for size in latents.video.shape[2:5])
+
+    @torch.no_grad()
+    def decode(self, pipe, prepared: Prepared, latents: AVLatents) -> np.ndarray:
+        """Video frames exactly as `__call__` decodes them (the audio is not decoded: see `decode_audio`)."""
+        args = prepared.call_kwargs
+        pipe.load_models_to_device(["video_vae_decoder"])
+        video = pipe.video_vae_decoder.decode(
+            latents.video,
+            tiled=args["tiled"],
+            tile_size_in_pixels=args["tile_size_in_pixels"],
+            tile_overlap_in_pixels=args["tile_overlap_in_pixels"],
+            tile_size_in_frames=args["tile_size_in_frames"],
+            tile_overlap_in_frames=args["tile_overlap_in_frames"],
+            seed=args["seed"],
+            rand_device=args["rand_device"],
+        )
+        frames = uint8_frames(pipe.vae_output_to_video(video))
+        pipe.load_models_to_device([])
+        return frames
+
+    @torch.no_grad()
+    def decode_audio(self, pipe, prepared: Prepared, latents: AVLatents) -> tuple[torch.Tensor, int]:
+        """The waveform `__call__` returns next to the video: float (channels, samples) and its sample rate."""
+        pipe.load_models_to_device(["audio_vae_decoder", "audio_vocoder"])
+        audio = pipe.audio_vocoder(pipe.audio_vae_decoder(latents.audio))
+        audio = pipe.output_audio_format_check(audio)
+        pipe.load_models_to_device([])
+        return audio, int(pipe.audio_vocoder.output_sampling_rate)
+
+    def dit_modules(self, pipe) -> dict[str, torch.nn.Module]:
+        return self.lora_targets(pipe)
+
+    def patch_embedding(self, dit: torch.nn.Module) -> None:
+        """None: `patchify_proj` sees patchified tokens, so the grid comes from `token_grid` instead."""
+        return None
+
+    def check_capture_safe(self, pipe, call_kwargs: dict[str, Any]) -> None:
+        """Captures reduce the video tokens on the (f, h, w) latent grid: refuse inputs that append
+        extra video tokens (reference images at other indexes, in-context videos)."""
+        indexes = call_kwargs.get("input_images_indexes") or [0]
+        if call_kwargs.get("input_images") and any(index != 0 for index in indexes):
+            raise StepScopeError(
+                "input images at frame indexes other than 0 add reference tokens to the DiT's video sequence; "
+                "captures support the first-frame image only"
+            )
+        if call_kwargs.get("in_context_videos"):
+            raise StepScopeError(
+                "in-context videos add tokens to the DiT's video sequence; captures do not support them"
+            )
+
+
+def _masked_step(pipe, latents, step: int, noise_pred, inpaint_mask, input_latents, to_final: bool):
+    """diffsynth's BasePipeline.step, plus `to_final` (x0_hat = latents - sigma * velocity)."""
+    timestep = pipe.scheduler.timesteps[step]
+    if inpaint_mask is not None:
+        noise_pred_expected = pipe.scheduler.return_to_timestep(timestep, latents, input_latents)
+        noise_pred = pipe.blend_with_mask(noise_pred_expected, noise_pred, inpaint_mask)
+    return pipe.scheduler.step(noise_pred, timestep, latents, to_final=to_final)
+
+
+LTX23 = LTXFamily("ltx2.3")
