@@ -273,6 +273,31 @@ def test_evalkit_errors(evalkit_tree, tmp_path):
     assert table.loc[table["task"] == "G-9_broken_task", "value"].isna().all()
 
 
+def test_parse_model_dir():
+    assert scoring.parse_model_dir("wan22") == ("wan22", "1")
+    assert scoring.parse_model_dir("wan22", first_seed="7") == ("wan22", "7")
+    assert scoring.parse_model_dir("wan22@3") == ("wan22", "3")
+    assert scoring.parse_model_dir("vbvr_wan22@ens-latent-k3-0-10") == ("vbvr_wan22", "ens-latent-k3-0-10")
+    # the workflow's layout (rules/common.smk video_model_name)
+    assert scoring.parse_model_dir("vbvr_wan22_seed2") == ("vbvr_wan22", "2")
+    assert scoring.parse_model_dir("wan22_ens-x0-k3-0-10-rescale") == ("wan22", "ens-x0-k3-0-10-rescale")
+
+
+def test_evalkit_model_map(evalkit_tree):
+    videos, bench = evalkit_tree
+    table = score_with_evalkit(
+        videos,
+        bench,
+        module="fake_evalkit_video",
+        check_versions=False,
+        model_map={"wan22": ("base", "5")},
+    )
+    assert set(zip(table["variant"], table["seed"], strict=True)) == {
+        ("base", "5"),
+        ("wan22", "ens-latent-k3-0-10"),
+    }
+
+
 def test_evalkit_version_warning(monkeypatch):
     from importlib import metadata
 

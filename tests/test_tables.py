@@ -122,13 +122,16 @@ def test_parse_ensemble():
         "k": 3,
         "start": 0,
         "end": 10,
+        "rescale": False,
     }
     assert tables.parse_ensemble("ens-x0-avg-k5-12-40") == {
         "strategy": "x0-avg",
         "k": 5,
         "start": 12,
         "end": 40,
+        "rescale": False,
     }
+    assert tables.parse_ensemble("ens-velocity-k2-0-20-rescale")["rescale"] is True
     assert tables.parse_ensemble("1") is None
     assert tables.parse_ensemble("ens-latent") is None
 
@@ -139,6 +142,7 @@ def test_ablation_table():
     k3 = df[df["ensemble"] == K3].set_index("split")
     assert set(k3.index) == {ID, OOD, tables.OVERALL}
     assert (k3["k"] == 3).all() and (k3["start"] == 0).all() and (k3["end"] == 10).all()
+    assert not k3["rescale"].any()
     assert k3.loc[ID, "mean"] == pytest.approx(0.65)
     assert k3.loc[ID, "gain"] == pytest.approx(0.15)
     assert k3.loc[OOD, "mean"] == pytest.approx(1.6 / 3)

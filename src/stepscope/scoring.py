@@ -20,6 +20,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -619,10 +620,24 @@ def evalkit_video_path(
     return Path(videos_root) / model / split / task / f"{sample}.mp4"
 
 
-def parse_model_dir(name: str) -> tuple[str, str]:
-    """``<variant>`` or ``<variant>@<seed>`` -> (variant, seed); the seed defaults to "1"."""
-    variant, _, seed = name.partition("@")
-    return variant, (seed or "1")
+_WORKFLOW_MODEL = re.compile(r"^(?P<variant>.+)_(?P<run>seed\d+|ens-.+)$")
+
+
+def parse_model_dir(name: str, first_seed: str = "1") -> tuple[str, str]:
+    """Model folder name -> (variant, seed).
+
+    Accepted: ``<variant>@<seed>`` (``wan22@2``, ``wan22@ens-latent-k3-0-10``); the workflow's
+    ``<variant>_seed<N>`` / ``<variant>_<ensemble>`` (rules/common.smk ``video_model_name``);
+    and a bare ``<variant>``, which stands for ``first_seed`` (the workflow's first seed).
+    """
+    if "@" in name:
+        variant, _, seed = name.partition("@")
+        return variant, (seed or first_seed)
+    match = _WORKFLOW_MODEL.match(name)
+    if match:
+        run = match["run"]
+        return match["variant"], run[len("seed") :] if run.startswith("seed") else run
+    return name, str(first_seed)
 
 
 def _iter_layout(model_dir: Path) -> Iterator[tuple[str, str, str, Path]]:
@@ -669,13 +684,17 @@ def score_with_evalkit(
     device: str = "cpu",
     on_error: str = "raise",
     check_versions: bool = True,
+    first_seed: str = "1",
+    model_map: Mapping[str, tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
     """Score generated videos with a user-installed VBVR-EvalKit; return (and write) the tidy table.
 
     Layout: ``<videos_root>/<model>/<split>/<task>/<index>.mp4`` with ``index`` the bench
     sample folder name (``00000``); ``<bench_root>/<split>/<task>/<index>/`` holds the sample.
-    ``model`` is ``<variant>`` or ``<variant>@<seed>`` (seed "1" when absent, e.g.
-    ``wan22@ens-latent-k3-0-10``); ``models`` restricts which model folders are scored.
+    ``model`` names map to (variant, seed) through ``model_map`` when given, else
+    :func:`parse_model_dir` (``<variant>@<seed>``, the workflow's ``<variant>_seed<N>`` /
+    ``<variant>_<ensemble>``, or a bare ``<variant>`` = ``first_seed``); ``models``
+    restricts which model folders are scored.
 
     Entry points, tried in this order when ``mode="auto"``: ``VBVRBench`` (the public
     package ``vbvr_bench``), ``evaluate_videos`` (batch), ``evaluate`` (per video); see the
@@ -697,7 +716,10 @@ def score_with_evalkit(
         model_dirs = [p for p in model_dirs if p.name in wanted]
     rows: list[dict] = []
     for model_dir in model_dirs:
-        variant, seed = parse_model_dir(model_dir.name)
+        if model_map is not None and model_dir.name in model_map:
+            variant, seed = model_map[model_dir.name]
+        else:
+            variant, seed = parse_model_dir(model_dir.name, first_seed)
         for split, task, sample, values in _run_entry(
             entry, kit, model_dir, bench_root, metric, full_score, device, on_error
         ):
@@ -813,6 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--mode", default="auto", choices=["auto", "bench", "batch", "video"])
     e.add_argument("--device", default="cpu")
     e.add_argument("--on-error", default="raise", choices=["raise", "nan"])
+    e.add_argument("--first-seed", default="1", help="seed of a bare <variant> model folder")
     args = parser.parse_args(argv)
     if args.command == "builtin":
         scores = score_video(args.video, args.sample_dir, max_side=args.max_side, max_frames=args.max_frames)
@@ -830,6 +853,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode=args.mode,
             device=args.device,
             on_error=args.on_error,
+            first_seed=args.first_seed,
         )
     except EvalKitNotInstalled as error:
         print(error, file=sys.stderr)

@@ -4,7 +4,7 @@
   (oracle), every ensemble configuration's mean and its gain over the single-seed mean; plus
   per-split and Overall rows weighted by number of videos (VBVR-Bench leaderboard style).
 * :func:`ablation_table` -- ensemble window start/end and K parsed from seed names
-  ``ens-<strategy>-k<K>-<start>-<end>``, per split and overall.
+  ``ens-<strategy>-k<K>-<start>-<end>[-rescale]``, per split and overall.
 * :func:`write_table` writes Parquet, CSV and Markdown atomically.
 
 Definitions: docs/scoring.md.
@@ -23,7 +23,9 @@ import pandas as pd
 
 from .atomic import write_parquet, write_text
 
-ENSEMBLE_RE = re.compile(r"^ens-(?P<strategy>.+?)-k(?P<k>\d+)-(?P<start>\d+)-(?P<end>\d+)$")
+ENSEMBLE_RE = re.compile(
+    r"^ens-(?P<strategy>.+?)-k(?P<k>\d+)-(?P<start>\d+)-(?P<end>\d+)(?P<rescale>-rescale)?$"
+)
 SAMPLE_KEYS = ["split", "task", "sample"]
 ALL = "ALL"
 OVERALL = "Overall"
@@ -33,7 +35,7 @@ SUMMARY_BASE_COLUMNS = [
     "single_mean", "single_std", "best_of_k", "best_of_k_gain",
 ]  # fmt: skip
 ABLATION_COLUMNS = [
-    "variant", "ensemble", "strategy", "k", "start", "end", "level", "split",
+    "variant", "ensemble", "strategy", "k", "start", "end", "rescale", "level", "split",
     "n_samples", "mean", "single_mean", "gain",
 ]  # fmt: skip
 
@@ -43,17 +45,28 @@ def is_single_seed(seed: str) -> bool:
 
 
 def parse_ensemble(name: str) -> dict | None:
-    """``ens-<strategy>-k<K>-<start>-<end>`` -> {strategy, k, start, end}; None otherwise."""
+    """``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` -> {strategy, k, start, end, rescale};
+    None otherwise."""
     match = ENSEMBLE_RE.match(str(name))
     if match is None:
         return None
     d = match.groupdict()
-    return {"strategy": d["strategy"], "k": int(d["k"]), "start": int(d["start"]), "end": int(d["end"])}
+    return {
+        "strategy": d["strategy"],
+        "k": int(d["k"]),
+        "start": int(d["start"]),
+        "end": int(d["end"]),
+        "rescale": d["rescale"] is not None,
+    }
 
 
 def _ensemble_sort_key(name: str):
     p = parse_ensemble(name)
-    return (0, p["strategy"], p["k"], p["start"], p["end"], name) if p else (1, "", 0, 0, 0, name)
+    return (
+        (0, p["strategy"], p["k"], p["start"], p["end"], p["rescale"], name)
+        if p
+        else (1, "", 0, 0, 0, 0, name)
+    )
 
 
 def video_scores(
@@ -158,10 +171,10 @@ def ablation_table(
 ) -> pd.DataFrame:
     """One row per variant x ensemble configuration x (each split, Overall).
 
-    Columns: ``variant, ensemble, strategy, k, start, end, level, split, n_samples, mean,
+    Columns: ``variant, ensemble, strategy, k, start, end, rescale, level, split, n_samples, mean,
     single_mean, gain``; ``single_mean`` is the single-seed mean over the same samples the
     ensemble covers (mean of per-sample seed means) and ``gain = mean - single_mean``.
-    Seed names that do not parse as ``ens-<strategy>-k<K>-<start>-<end>`` are skipped.
+    Seed names that do not parse as ``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` are skipped.
     """
     videos = video_scores(scores, metric=metric, scorer=scorer, step=step)
     single = videos[videos["seed"].map(is_single_seed)]
@@ -193,7 +206,9 @@ def ablation_table(
                     }
                 )
     out = pd.DataFrame(rows, columns=ABLATION_COLUMNS)
-    return out.astype({"k": "int64", "start": "int64", "end": "int64", "n_samples": "int64"})
+    return out.astype(
+        {"k": "int64", "start": "int64", "end": "int64", "rescale": "bool", "n_samples": "int64"}
+    )
 
 
 # --------------------------------------------------------------------------------------------
