@@ -171,6 +171,7 @@ class Recorder:
             if not self.active():
                 return
             hidden = output[0] if isinstance(output, tuple) else output
+            hidden = getattr(hidden, "x", hidden)  # LTX blocks return (video, audio) TransformerArgs
             if self.grid is None:
                 raise StepScopeError(
                     "patch grid unknown: the patch-embedding hook did not fire before the block"

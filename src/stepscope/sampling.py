@@ -171,6 +171,8 @@ def sample_lockstep(
                 for index, state in enumerate(latents):
                     if recorder is not None:
                         recorder.step, recorder.expert, recorder.seed_index = step, expert, index
+                        if hasattr(adapter, "token_grid"):
+                            recorder.set_grid(adapter.token_grid(pipe, prepared, state))
                     velocities.append(
                         adapter.velocity(pipe, prepared, expert, state, step, _pass_setter(recorder))
                     )
