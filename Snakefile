@@ -23,6 +23,7 @@ include: "rules/download.smk"
 include: "rules/bench.smk"
 include: "rules/sample.smk"
 include: "rules/decode.smk"
+include: "rules/scoring.smk"
 
 
 rule all:
@@ -34,4 +35,5 @@ rule all:
             RESULTS + f"/videos/{video_model_name(r['variant'], r['run'])}/{r['split']}/{r['task']}/{r['sample']}.mp4"
             for r in all_runs()
         ],
+        RESULTS + "/tables/summary.csv",
     default_target: True
