@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import pandas as pd
 
 from .atomic import write_parquet

@@ -103,7 +103,7 @@ def summary_row(maps: dict[str, np.ndarray]) -> dict[str, float]:
         "mean_norm": float(norm.mean()),
         "std_norm": float(norm.std()),
         "max_norm": float(norm.max()),
-        "total_energy": float(np.square(norm).sum()),
+        "total_energy": float(norm.sum()),
         "pca_ev1": float(explained[0]),
         "pca_ev2": float(explained[1]),
         "pca_ev3": float(explained[2]),
