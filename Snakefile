@@ -24,6 +24,7 @@ include: "rules/bench.smk"
 include: "rules/sample.smk"
 include: "rules/decode.smk"
 include: "rules/scoring.smk"
+include: "rules/figures.smk"
 
 
 rule all:
@@ -36,4 +37,6 @@ rule all:
             for r in all_runs()
         ],
         RESULTS + "/tables/summary.csv",
+        [run_path(FIGURE_RUN_DIR, **run) for run in all_runs()],
+        [run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t) for v, s, t in figure_groups()],
     default_target: True

@@ -109,9 +109,14 @@ def _save(fig: Figure, path: str | Path, result: dict[str, Any]) -> dict[str, An
     return result
 
 
+def sample_info(meta: dict[str, Any]) -> dict[str, Any]:
+    """split/task/sample of a run: top-level keys in workflow runs, a nested `sample` dict otherwise."""
+    return meta["sample"] if isinstance(meta.get("sample"), dict) else meta
+
+
 def run_label(meta: dict[str, Any]) -> str:
     """``variant · split / task / sample · seed k`` from meta.json."""
-    sample = meta.get("sample") or {}
+    sample = sample_info(meta)
     where = " / ".join(str(sample[k]) for k in ("split", "task", "sample") if sample.get(k) is not None)
     if "seeds" in meta:
         seed = "seeds " + ",".join(str(s) for s in meta["seeds"])
@@ -662,9 +667,9 @@ def plot_step_frame_energy(
 
 def _group_label(metas: list[dict[str, Any]]) -> str:
     variants = sorted({str(m.get("variant", "?")) for m in metas})
-    tasks = sorted({str((m.get("sample") or {}).get("task", "custom")) for m in metas})
+    tasks = sorted({str(sample_info(m).get("task", "custom")) for m in metas})
     samples = {
-        (str((m.get("sample") or {}).get("task")), str((m.get("sample") or {}).get("sample"))) for m in metas
+        (str(sample_info(m).get("task")), str(sample_info(m).get("sample"))) for m in metas
     }
     task_text = ", ".join(tasks) if len(tasks) <= 2 else f"{len(tasks)} tasks"
     return f"{len(metas)} runs ({len(samples)} samples)  ·  {', '.join(variants)}  ·  {task_text}"
