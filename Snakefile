@@ -1,7 +1,7 @@
 """stepscope: step-wise analyses of video diffusion reasoning, from records to report.
 
-    snakemake --cores 2 --configfile config/demo.yaml     # tiny demo on a laptop
-    snakemake --profile profiles/slurm                    # the real experiment on a cluster
+snakemake --cores 2 --configfile config/demo.yaml     # tiny demo on a laptop
+snakemake --profile profiles/slurm                    # the real experiment on a cluster
 """
 
 from snakemake.utils import min_version
@@ -28,15 +28,15 @@ include: "rules/figures.smk"
 
 
 rule all:
-    input:
-        RESULTS + "/manifest.parquet",
-        [run_path(RUN_DIR + "/meta.json", **run) for run in all_runs()],
-        [run_path(DECODED_DIR + "/contact_sheet.png", **run) for run in all_runs()],
-        [
-            RESULTS + f"/videos/{video_model_name(r['variant'], r['run'])}/{r['split']}/{r['task']}/{r['sample']}.mp4"
-            for r in all_runs()
-        ],
-        RESULTS + "/tables/summary.csv",
-        [run_path(FIGURE_RUN_DIR, **run) for run in all_runs()],
-        [run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t) for v, s, t in figure_groups()],
     default_target: True
+    input:
+        results("manifest.parquet"),
+        [run_path(under(RUN_DIR, "meta.json"), **run) for run in all_runs()],
+        [run_path(under(DECODED_DIR, "contact_sheet.png"), **run) for run in all_runs()],
+        [final_video(**run) for run in all_runs()],
+        results("tables/summary.csv"),
+        [run_path(FIGURE_RUN_DIR, **run) for run in all_runs()],
+        [
+            run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t)
+            for v, s, t in figure_groups()
+        ],

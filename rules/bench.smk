@@ -3,15 +3,17 @@
 
 rule demo_bench:
     output:
-        RESOURCES + "/demo-bench/.stepscope_source.json",
+        resources("demo-bench/.stepscope_source.json"),
+    log:
+        "logs/bench/demo_bench.log",
+    conda:
+        "../envs/cpu.yaml"
     params:
         splits=config["bench"]["splits"],
         tasks_per_split=lambda wc: int(TASKS.groupby("split").size().max()),
         samples_per_task=config["bench"]["samples_per_task"],
         size=config["bench"]["demo_size"],
         num_frames=config["bench"]["demo_frames"],
-    log:
-        "logs/bench/demo_bench.log",
     script:
         "../workflow/scripts/demo_bench.py"
 
@@ -20,14 +22,16 @@ rule manifest:
     input:
         bench_marker(),
     output:
-        manifest=RESULTS + "/manifest.parquet",
-        errors=RESULTS + "/manifest_errors.parquet",
+        manifest=results("manifest.parquet"),
+        errors=results("manifest_errors.parquet"),
+    log:
+        results("logs/manifest.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
-        bench=bench_root(),
+        bench=lambda wc: bench_root(),
         splits=config["bench"]["splits"],
         task_globs=config["bench"]["task_globs"],
         max_samples=config["bench"]["samples_per_task"],
-    log:
-        RESULTS + "/logs/manifest.log",
     script:
         "../workflow/scripts/manifest.py"

@@ -1,33 +1,12 @@
 """CPU rules: every figure from stored records (no model, no GPU, no re-sampling)."""
 
-FIGURE_RUN_DIR = RESULTS + "/figures/runs/{variant}/{split}/{task}/{sample}/{run}"
-FIGURE_GROUP_DIR = RESULTS + "/figures/groups/{variant}/{split}/{task}"
-
-
-def figure_layers():
-    layers = config["figures"]["layers"]
-    return None if layers == "all" else list(layers)
-
-
-def group_runs(wildcards):
-    """Every single-seed run of one variant x task (the samples x seeds a group figure pools)."""
-    return [
-        run_path(RUN_DIR, variant=wildcards.variant, split=wildcards.split, task=wildcards.task, sample=sample, run=run)
-        for sample in (["00000"] if wildcards.split == CUSTOM_SPLIT else SAMPLES)
-        for run in SEED_RUNS
-    ]
-
-
-def figure_groups():
-    return sorted({(r["variant"], r["split"], r["task"]) for r in all_runs()})
-
 
 rule run_figures:
     input:
-        maps=RUN_DIR + "/activations.npz",
-        table=RUN_DIR + "/activations.parquet",
-        schedule=RUN_DIR + "/schedule.parquet",
-        meta=RUN_DIR + "/meta.json",
+        maps=under(RUN_DIR, "activations.npz"),
+        table=under(RUN_DIR, "activations.parquet"),
+        schedule=under(RUN_DIR, "schedule.parquet"),
+        meta=under(RUN_DIR, "meta.json"),
     output:
         report(
             directory(FIGURE_RUN_DIR),
@@ -37,13 +16,13 @@ rule run_figures:
             subcategory="{split} / {task}",
             labels={"sample": "{sample}", "run": "{run}", "figure": "{name}"},
         ),
+    log:
+        results("logs/figures/runs/{variant}/{split}/{task}/{sample}/{run}.log"),
+    conda:
+        "../envs/cpu.yaml"
     params:
         layers=figure_layers(),
         steps=config["figures"]["steps"],
-    log:
-        RESULTS + "/logs/figures/runs/{variant}/{split}/{task}/{sample}/{run}.log",
-    conda:
-        "../envs/cpu.yaml"
     script:
         "../workflow/scripts/run_figures.py"
 
@@ -61,11 +40,11 @@ rule group_figures:
             subcategory="{split} / {task}",
             labels={"figure": "{name}"},
         ),
-    params:
-        layers=figure_layers(),
     log:
-        RESULTS + "/logs/figures/groups/{variant}/{split}/{task}.log",
+        results("logs/figures/groups/{variant}/{split}/{task}.log"),
     conda:
         "../envs/cpu.yaml"
+    params:
+        layers=figure_layers(),
     script:
         "../workflow/scripts/group_figures.py"

@@ -9,8 +9,15 @@ from stepscope.ensemble import EnsembleHook, EnsembleSpec, merge
 from stepscope.families.base import StepScopeError
 from stepscope.sampling import sample, sample_lockstep
 
-SETTINGS = dict(prompt="fill the circle", negative_prompt="blurry", num_frames=5, height=32, width=32,
-                num_inference_steps=6, cfg_scale=4.0)
+SETTINGS = dict(
+    prompt="fill the circle",
+    negative_prompt="blurry",
+    num_frames=5,
+    height=32,
+    width=32,
+    num_inference_steps=6,
+    cfg_scale=4.0,
+)
 
 
 def lockstep(pipe, image, seeds, spec=None):
@@ -58,7 +65,9 @@ def test_x0_strategy_steers_every_trajectory_to_the_mean_clean_estimate():
 def test_rescale_keeps_the_mean_norm():
     tensors = [torch.randn(1000) for _ in range(4)]
     merged = merge(tensors, rescale=True)
-    assert float(merged.norm()) == pytest.approx(float(torch.stack([t.norm() for t in tensors]).mean()), rel=1e-5)
+    assert float(merged.norm()) == pytest.approx(
+        float(torch.stack([t.norm() for t in tensors]).mean()), rel=1e-5
+    )
     assert merge(tensors, rescale=False).norm() < 0.7 * merged.norm()
 
 

@@ -13,20 +13,27 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, VBVR_MINI
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def snakemake(*args: str, cwd: Path = REPO, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    *args: str, cwd: Path = REPO, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [*SNAKEMAKE, "--directory", str(cwd), "--snakefile", str(REPO / "Snakefile"), *args],
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -57,12 +64,21 @@ def write_config(folder: Path, base: str = "config/demo.yaml", **overrides) -> P
 
 
 def test_full_config_dry_run_plans_every_job_without_network(tmp_path):
-    result = snakemake("-n", "--configfile", str(REPO / "config/config.yaml"), "--config", f"resources={tmp_path}/r",
-                       f"results={tmp_path}/o", cwd=tmp_path)
+    result = snakemake(
+        "-n",
+        "--configfile",
+        str(REPO / "config/config.yaml"),
+        "--config",
+        f"resources={tmp_path}/r",
+        f"results={tmp_path}/o",
+        cwd=tmp_path,
+    )
     counts = job_counts(result.stdout)
     runs = 2 * 100 * 5  # two variants x 100 tasks x 5 samples x 1 seed
     assert counts["download_model"] == 1 and counts["download_lora"] == 1 and counts["download_bench"] == 1
-    assert counts["sample"] == runs and counts["decode_steps"] == runs and counts["final_video_layout"] == runs
+    assert (
+        counts["sample"] == runs and counts["decode_steps"] == runs and counts["final_video_layout"] == runs
+    )
     assert counts.get("aggregate_scores", 0) == 1 or "aggregate_scores" not in result.stdout
 
 
@@ -70,7 +86,9 @@ def test_dry_run_against_a_full_size_fake_bench_tree(tmp_path):
     from stepscope.bench import make_fake_bench_tree
 
     bench = make_fake_bench_tree(tmp_path / "bench", REPO / "config/vbvr_bench_tasks.tsv", samples_per_task=5)
-    config = write_config(tmp_path, base="config/config.yaml", **{"bench.source": "local", "bench.local_path": str(bench)})
+    config = write_config(
+        tmp_path, base="config/config.yaml", **{"bench.source": "local", "bench.local_path": str(bench)}
+    )
     counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
     assert "download_bench" not in counts and counts["sample"] == 1000 and counts["manifest"] == 1
 
@@ -102,9 +120,15 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, override, messa
 
 def small_config(tmp_path: Path, **overrides) -> Path:
     settings = {
-        "bench.splits": ["In-Domain_50"], "bench.task_globs": ["D-1_*"], "bench.samples_per_task": 1,
-        "seeds": [1], "ensembles": [], "variants.demo-wan22-vbvr.steps": 4,
-        "record.layers": [0, 3], "decode.steps": "0,3", "figures.steps": "0,3",
+        "bench.splits": ["In-Domain_50"],
+        "bench.task_globs": ["D-1_*"],
+        "bench.samples_per_task": 1,
+        "seeds": [1],
+        "ensembles": [],
+        "variants.demo-wan22-vbvr.steps": 4,
+        "record.layers": [0, 3],
+        "decode.steps": "0,3",
+        "figures.steps": "0,3",
     }
     settings.update(overrides)
     return write_config(tmp_path, **settings)
@@ -131,9 +155,24 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     # A sampling job killed midway leaves nothing complete-looking; the rerun redoes it only.
     more = small_config(tmp_path, **{"bench.samples_per_task": 2})
     process = subprocess.Popen(
-        [*SNAKEMAKE, "--directory", str(tmp_path), "--snakefile", str(REPO / "Snakefile"), "--configfile", str(more),
-         "--cores", "1", "--until", "sample"],
-        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            str(more),
+            "--cores",
+            "1",
+            "--until",
+            "sample",
+        ],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     log = next(iter([]), None)
     deadline = time.time() + 120
@@ -154,24 +193,48 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not VBVR_MINI.is_dir(), reason="../shared/vbvr-mini is not present (it is only beside the project checkout)")
+@pytest.mark.skipif(
+    not VBVR_MINI.is_dir(),
+    reason="../shared/vbvr-mini is not present (it is only beside the project checkout)",
+)
 def test_pipeline_runs_on_real_format_vbvr_samples(tmp_path):
     bench = tmp_path / "vbvr-mini"
     shutil.copytree(VBVR_MINI, bench)
     sheet = tmp_path / "sheet.tsv"
     rows = ["split\ttask\tcategory"] + [
-        f"{split.name}\t{task.name}\tunknown" for split in sorted(bench.iterdir()) if split.is_dir()
+        f"{split.name}\t{task.name}\tunknown"
+        for split in sorted(bench.iterdir())
+        if split.is_dir()
         for task in sorted(split.iterdir())
     ]
     sheet.write_text("\n".join(rows) + "\n")
     config = small_config(
-        tmp_path, **{"bench.source": "local", "bench.local_path": str(bench), "bench.sample_sheet": str(sheet),
-                     "bench.splits": ["In-Domain_50", "Out-of-Domain_50"], "bench.task_globs": ["*"],
-                     "bench.samples_per_task": 5, "variants.demo-wan22-vbvr.steps": 2, "record.layers": [0],
-                     "decode.steps": "1", "figures.steps": "1"},
+        tmp_path,
+        **{
+            "bench.source": "local",
+            "bench.local_path": str(bench),
+            "bench.sample_sheet": str(sheet),
+            "bench.splits": ["In-Domain_50", "Out-of-Domain_50"],
+            "bench.task_globs": ["*"],
+            "bench.samples_per_task": 5,
+            "variants.demo-wan22-vbvr.steps": 2,
+            "record.layers": [0],
+            "decode.steps": "1",
+            "figures.steps": "1",
+        },
     )
     config.write_text(config.read_text().replace(str(REPO / str(sheet)), str(sheet)))
-    snakemake("--configfile", str(config), "--cores", "2", "--until", "sample", "manifest", cwd=tmp_path, timeout=1200)
+    snakemake(
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        "--until",
+        "sample",
+        "manifest",
+        cwd=tmp_path,
+        timeout=1200,
+    )
     metas = sorted((tmp_path / "results/runs").rglob("meta.json"))
     assert len(metas) == 20
     import json

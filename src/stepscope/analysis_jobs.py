@@ -16,10 +16,12 @@ from .tables import build_tables
 
 def seed_label(run: str) -> str:
     """The score tables' `seed` column: '1' for run seed1, the ensemble name otherwise."""
-    return run[len("seed"):] if run.startswith("seed") else run
+    return run[len("seed") :] if run.startswith("seed") else run
 
 
-def score_run_job(*, run_dir: str, decoded_summary: str | None, sample_dir: str, labels: dict[str, str], out: str) -> None:
+def score_run_job(
+    *, run_dir: str, decoded_summary: str | None, sample_dir: str, labels: dict[str, str], out: str
+) -> None:
     """Builtin scores of a run's final video (step -1) and of each decoded step video."""
     base = {key: labels[key] for key in ("variant", "split", "task", "sample")}
     seed = seed_label(labels["run"])
@@ -49,8 +51,16 @@ def switch_step(run_dir: str) -> int | None:
     return switch_step_from_schedule(RunRecords(run_dir).schedule)
 
 
-def tables_job(*, score_tables: list[str], divergence_tables: list[str], run_for_schedule: dict[str, str],
-               metric: str, out_scores: str, out_dir: str, figure_dir: str) -> list[Path]:
+def tables_job(
+    *,
+    score_tables: list[str],
+    divergence_tables: list[str],
+    run_for_schedule: dict[str, str],
+    metric: str,
+    out_scores: str,
+    out_dir: str,
+    figure_dir: str,
+) -> list[Path]:
     """Merge per-run scores, write the accuracy tables and the Chain-of-Steps figures."""
     scores = merge_score_tables(score_tables, out_scores)
     build_tables(scores, out_dir, metric=metric)
@@ -58,15 +68,34 @@ def tables_job(*, score_tables: list[str], divergence_tables: list[str], run_for
     figure_root = Path(figure_dir)
     for variant, run_dir in run_for_schedule.items():
         switch = switch_step(run_dir)
-        figures.append(plot_step_curves(scores, figure_root / f"{variant}.step_curves.png", metric=metric,
-                                        variant=variant, switch_step=switch))
-        figures.append(plot_split_curves(scores, figure_root / f"{variant}.split_curves.png", metric=metric,
-                                         variant=variant, switch_step=switch))
+        figures.append(
+            plot_step_curves(
+                scores,
+                figure_root / f"{variant}.step_curves.png",
+                metric=metric,
+                variant=variant,
+                switch_step=switch,
+            )
+        )
+        figures.append(
+            plot_split_curves(
+                scores,
+                figure_root / f"{variant}.split_curves.png",
+                metric=metric,
+                variant=variant,
+                switch_step=switch,
+            )
+        )
         parts = [pd.read_parquet(path) for path in divergence_tables]
         parts = [part for part in parts if (part["variant"] == variant).all()]
         if parts:
             divergence = pd.concat(parts, ignore_index=True)
-            figures.append(plot_divergence(divergence, figure_root / f"{variant}.divergence.png", switch_step=switch,
-                                           title=f"{variant}: cross-seed divergence of x0-hat"))
+            figures.append(
+                plot_divergence(
+                    divergence,
+                    figure_root / f"{variant}.divergence.png",
+                    switch_step=switch,
+                    title=f"{variant}: cross-seed divergence of x0-hat",
+                )
+            )
     return figures
-

@@ -473,6 +473,11 @@ def read_sample(sample_folder: str | os.PathLike) -> dict[str, Any]:
     width, height = facts[FIRST_FRAME]
     num_frames, fps = facts[GROUND_TRUTH]
     return {
-        "sample_dir": str(folder), "image": str(folder / FIRST_FRAME), "prompt": facts[PROMPT],
-        "gt_num_frames": int(num_frames), "gt_fps": float(fps), "width": int(width), "height": int(height),
+        "sample_dir": str(folder),
+        "image": str(folder / FIRST_FRAME),
+        "prompt": facts[PROMPT],
+        "gt_num_frames": int(num_frames),
+        "gt_fps": float(fps),
+        "width": int(width),
+        "height": int(height),
     }

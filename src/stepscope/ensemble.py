@@ -35,7 +35,9 @@ class EnsembleSpec:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise StepScopeError(f"unknown ensemble strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}")
+            raise StepScopeError(
+                f"unknown ensemble strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+            )
         if self.k < 1 or self.start < 0 or self.end < self.start:
             raise StepScopeError(f"bad ensemble {self}: need k >= 1 and 0 <= start <= end")
 
@@ -47,7 +49,9 @@ class EnsembleSpec:
     def from_name(cls, name: str) -> EnsembleSpec:
         match = NAME.match(name)
         if not match:
-            raise StepScopeError(f"not an ensemble name: {name!r} (expected ens-<strategy>-k<K>-<start>-<end>[-rescale])")
+            raise StepScopeError(
+                f"not an ensemble name: {name!r} (expected ens-<strategy>-k<K>-<start>-<end>[-rescale])"
+            )
         strategy, k, start, end, rescale = match.groups()
         return cls(strategy, int(k), int(start), int(end), rescale is not None)
 

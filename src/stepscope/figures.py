@@ -668,9 +668,7 @@ def plot_step_frame_energy(
 def _group_label(metas: list[dict[str, Any]]) -> str:
     variants = sorted({str(m.get("variant", "?")) for m in metas})
     tasks = sorted({str(sample_info(m).get("task", "custom")) for m in metas})
-    samples = {
-        (str(sample_info(m).get("task")), str(sample_info(m).get("sample"))) for m in metas
-    }
+    samples = {(str(sample_info(m).get("task")), str(sample_info(m).get("sample"))) for m in metas}
     task_text = ", ".join(tasks) if len(tasks) <= 2 else f"{len(tasks)} tasks"
     return f"{len(metas)} runs ({len(samples)} samples)  ·  {', '.join(variants)}  ·  {task_text}"
 

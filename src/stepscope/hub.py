@@ -14,7 +14,9 @@ from .families.base import StepScopeError
 from .provenance import package_versions
 
 
-def download_snapshot(*, repo_id: str, revision: str, repo_type: str, allow_patterns: list[str], marker: str | Path) -> Path:
+def download_snapshot(
+    *, repo_id: str, revision: str, repo_type: str, allow_patterns: list[str], marker: str | Path
+) -> Path:
     """Fetch only `allow_patterns` of repo_id@revision into the marker's folder; write the marker last."""
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise StepScopeError(
@@ -27,14 +29,27 @@ def download_snapshot(*, repo_id: str, revision: str, repo_type: str, allow_patt
     folder.mkdir(parents=True, exist_ok=True)
     info = HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type)
     snapshot_download(
-        repo_id=repo_id, revision=info.sha, repo_type=repo_type, allow_patterns=allow_patterns, local_dir=folder,
+        repo_id=repo_id,
+        revision=info.sha,
+        repo_type=repo_type,
+        allow_patterns=allow_patterns,
+        local_dir=folder,
     )
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    files = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts
+    )
     if not files:
         raise StepScopeError(f"{repo_id}@{revision}: no file matched {allow_patterns}")
-    write_json(marker, {
-        "repo_id": repo_id, "repo_type": repo_type, "revision": revision, "commit": info.sha,
-        "allow_patterns": allow_patterns, "files": files,
-        "huggingface_hub": package_versions().get("huggingface_hub"),
-    })
+    write_json(
+        marker,
+        {
+            "repo_id": repo_id,
+            "repo_type": repo_type,
+            "revision": revision,
+            "commit": info.sha,
+            "allow_patterns": allow_patterns,
+            "files": files,
+            "huggingface_hub": package_versions().get("huggingface_hub"),
+        },
+    )
     return folder

@@ -31,10 +31,14 @@ def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
     capture = None
     if layers and (capture_steps is None or capture_steps):
         capture = CaptureSpec(
-            layers=layers, steps=capture_steps, passes=tuple(record.get("passes", ("cond",))),
+            layers=layers,
+            steps=capture_steps,
+            passes=tuple(record.get("passes", ("cond",))),
             top_k=int(record.get("top_k", 6)),
         )
-    return RecordSpec(x0_steps=parse_steps(record.get("x0_steps", "all"), num_steps), capture=capture, fps=fps)
+    return RecordSpec(
+        x0_steps=parse_steps(record.get("x0_steps", "all"), num_steps), capture=capture, fps=fps
+    )
 
 
 def resolve_input(source: dict[str, Any]) -> dict[str, Any]:
@@ -98,27 +102,55 @@ def sample_job(
     elif len(out_dirs) != len(seeds):
         raise StepScopeError(f"{len(seeds)} seeds but {len(out_dirs)} output folders")
     started = time.perf_counter()
-    lora_specs = [LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0))) for item in loras]
-    pipe = load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"),
-                         loras=lora_specs, offload=device.get("offload", "none"))
+    lora_specs = [
+        LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
+        for item in loras
+    ]
+    pipe = load_pipeline(
+        family,
+        weights_dir,
+        device=device.get("device"),
+        dtype=device.get("dtype"),
+        loras=lora_specs,
+        offload=device.get("offload", "none"),
+    )
     load_s = time.perf_counter() - started
     results = sample_lockstep(
-        pipe, family, image=info["image"], prompt=info["prompt"], seeds=seeds, num_frames=num_frames,
-        height=height, width=width, num_inference_steps=steps, cfg_scale=float(settings["cfg_scale"]),
-        negative_prompt=settings.get("negative_prompt"), sigma_shift=float(settings.get("sigma_shift", 5.0)),
-        switch_boundary=float(settings.get("switch_boundary", 0.875)), tiled=bool(settings.get("tiled", True)),
-        rand_device=settings.get("rand_device", "cpu"), record=spec, hook=hook,
+        pipe,
+        family,
+        image=info["image"],
+        prompt=info["prompt"],
+        seeds=seeds,
+        num_frames=num_frames,
+        height=height,
+        width=width,
+        num_inference_steps=steps,
+        cfg_scale=float(settings["cfg_scale"]),
+        negative_prompt=settings.get("negative_prompt"),
+        sigma_shift=float(settings.get("sigma_shift", 5.0)),
+        switch_boundary=float(settings.get("switch_boundary", 0.875)),
+        tiled=bool(settings.get("tiled", True)),
+        rand_device=settings.get("rand_device", "cpu"),
+        record=spec,
+        hook=hook,
     )
     if ensemble:
         results = results[:1]  # the ensemble's output is trajectory 0 (see stepscope.ensemble)
-    identity = weights_identity(Path(weights_dir), sorted(p for p in Path(weights_dir).rglob("*") if p.is_file()))
+    identity = weights_identity(
+        Path(weights_dir), sorted(p for p in Path(weights_dir).rglob("*") if p.is_file())
+    )
     for result, out_dir in zip(results, out_dirs, strict=True):
         meta = {
             **(labels or {}),
-            "image": info["image"], "sample_dir": info.get("sample_dir"), "gt_num_frames": info.get("gt_num_frames"),
-            "variant_settings": settings, "record": record, "weights": identity,
+            "image": info["image"],
+            "sample_dir": info.get("sample_dir"),
+            "gt_num_frames": info.get("gt_num_frames"),
+            "variant_settings": settings,
+            "record": record,
+            "weights": identity,
             "loras": [{"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs],
-            "device": str(pipe.device), "dtype": str(pipe.torch_dtype),
+            "device": str(pipe.device),
+            "dtype": str(pipe.torch_dtype),
             "timings": {"load_s": load_s},
         }
         if ensemble:
@@ -139,7 +171,9 @@ def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = 
         if isinstance(dtype, str) or dtype is None:
             import torch
 
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(dtype) or default_dtype(target)
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(
+                dtype
+            ) or default_dtype(target)
         return adapter.load_decoder(Path(weights_dir), device=target, dtype=dtype)
     return load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"))
 
@@ -172,9 +206,16 @@ def decode_job(
         )
     adapter = get_family(family)
     pipe = load_decoder(family, weights_dir, device)
-    prepared = Prepared({}, {}, {}, call_kwargs={
-        "tiled": settings.get("tiled", True), "tile_size": (30, 52), "tile_stride": (15, 26),
-    })
+    prepared = Prepared(
+        {},
+        {},
+        {},
+        call_kwargs={
+            "tiled": settings.get("tiled", True),
+            "tile_size": (30, 52),
+            "tile_stride": (15, 26),
+        },
+    )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fps = int(run.meta.get("fps", 16))
@@ -184,13 +225,24 @@ def decode_job(
         latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
         frames = adapter.decode(pipe, prepared, latent)
         records.write_video(out / f"step_{step:04d}.mp4", frames, fps=fps)
-        rows.append((step, frames[np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)]))
+        rows.append(
+            (
+                step,
+                frames[np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)],
+            )
+        )
     decode_s = time.perf_counter() - started
     write_contact_sheet(Path(sheet or out / "contact_sheet.png"), rows, run.meta)
-    write_json(summary or out / "decoded.json", {
-        "steps": wanted, "run_dir": str(run_dir), "decode_s": decode_s,
-        "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9), "versions": package_versions(),
-    })
+    write_json(
+        summary or out / "decoded.json",
+        {
+            "steps": wanted,
+            "run_dir": str(run_dir),
+            "decode_s": decode_s,
+            "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9),
+            "versions": package_versions(),
+        },
+    )
     return wanted
 
 
@@ -202,7 +254,9 @@ def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: 
     import matplotlib.pyplot as plt
 
     n_rows, n_cols = len(rows), max(len(frames) for _, frames in rows)
-    figure, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 0.8, 1.3 * n_rows + 0.6), squeeze=False)
+    figure, axes = plt.subplots(
+        n_rows, n_cols, figsize=(1.3 * n_cols + 0.8, 1.3 * n_rows + 0.6), squeeze=False
+    )
     for row, (step, frames) in enumerate(rows):
         for col in range(n_cols):
             axis = axes[row][col]
@@ -222,12 +276,19 @@ def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: 
     plt.close(figure)
 
 
-def write_manifest(bench_root: str, splits: list[str], task_globs: list[str], max_samples: int | None,
-                   manifest_path: str, errors_path: str) -> None:
+def write_manifest(
+    bench_root: str,
+    splits: list[str],
+    task_globs: list[str],
+    max_samples: int | None,
+    manifest_path: str,
+    errors_path: str,
+) -> None:
     from .atomic import write_parquet
     from .bench import scan_bench
 
-    manifest, errors = scan_bench(bench_root, splits=splits, task_globs=task_globs, max_samples_per_task=max_samples)
+    manifest, errors = scan_bench(
+        bench_root, splits=splits, task_globs=task_globs, max_samples_per_task=max_samples
+    )
     write_parquet(errors_path, errors)
     write_parquet(manifest_path, manifest)
-

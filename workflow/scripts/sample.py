@@ -16,5 +16,11 @@ with redirect_to_log(snakemake.log[0]):
         out_dirs=[snakemake.output.meta_json.rsplit("/", 1)[0]],
         ensemble=snakemake.params.ensemble,
         device=dict(snakemake.params.device),
-        labels={"variant": wc.variant, "split": wc.split, "task": wc.task, "sample": wc.sample, "run": wc.run},
+        labels={
+            "variant": wc.variant,
+            "split": wc.split,
+            "task": wc.task,
+            "sample": wc.sample,
+            "run": wc.run,
+        },
     )

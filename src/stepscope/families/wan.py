@@ -227,8 +227,11 @@ class WanFamily:
         files = resolve_layout(self.name, Path(weights_dir), (VAE,))
         register_tiny_configs(Path(weights_dir))
         return WanVideoPipeline.from_pretrained(
-            torch_dtype=dtype, device=device, model_configs=[ModelConfig(path=str(files["vae"][0]))],
-            tokenizer_config=None, redirect_common_files=False,
+            torch_dtype=dtype,
+            device=device,
+            model_configs=[ModelConfig(path=str(files["vae"][0]))],
+            tokenizer_config=None,
+            redirect_common_files=False,
         )
 
     def lora_targets(self, pipe) -> dict[str, torch.nn.Module]:
