@@ -164,3 +164,8 @@ def make_tiny_lora(
     with atomic_path(out_path) as tmp:
         save_file(tensors, str(tmp))
     return out_path
+
+
+def limit_cpu_threads(threads: int) -> None:
+    """Use the CPU threads the scheduler granted (torch otherwise takes every core, and jobs fight)."""
+    torch.set_num_threads(max(1, int(threads)))

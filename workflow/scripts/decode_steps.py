@@ -4,8 +4,10 @@ from pathlib import Path
 
 from stepscope.jobs import decode_job
 from stepscope.logs import redirect_to_log
+from stepscope.models import limit_cpu_threads
 
 with redirect_to_log(snakemake.log[0]):
+    limit_cpu_threads(snakemake.threads)
     decode_job(
         family=snakemake.params.family,
         weights_dir=snakemake.params.weights,

@@ -2,8 +2,10 @@
 
 from stepscope.jobs import sample_job
 from stepscope.logs import redirect_to_log
+from stepscope.models import limit_cpu_threads
 
 with redirect_to_log(snakemake.log[0]):
+    limit_cpu_threads(snakemake.threads)
     wc = snakemake.wildcards
     sample_job(
         family=snakemake.params.family,
