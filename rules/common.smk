@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
-from stepscope.ensemble import EnsembleSpec
+from stepscope.ensemble import EnsembleSpec, seed_label
+from stepscope.hub import allow_patterns
 from stepscope.stepspec import parse_steps
 
 validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
@@ -139,6 +140,7 @@ def load_tasks():
     from stepscope.bench import read_task_sheet
 
     sheet = read_task_sheet(sheet_path)
+    validate(sheet, schema="../config/schema/samples.schema.yaml")
     sheet = sheet[sheet["split"].isin(config["bench"]["splits"])]
     globs = config["bench"]["task_globs"]
     keep = sheet["task"].apply(
@@ -318,18 +320,6 @@ def video_model_name(variant, run):
     return variant if run == SEED_RUNS[0] else f"{variant}_{run}"
 
 
-def allow_patterns_for(family_name):
-    """Only the files the family's loader reads (every pattern of its weights layout)."""
-    from stepscope.families import get_family
-
-    patterns = []
-    for spec in get_family(family_name).layout:
-        patterns += [
-            f"{pattern}/*" if spec.is_dir else pattern for pattern in spec.patterns
-        ]
-    return patterns
-
-
 def lora_target_of_file(lora, file):
     """The expert a tiny LoRA file is made for: the target variants use it with."""
     for variant in config["variants"].values():
@@ -383,6 +373,15 @@ def video_source(wildcards):
 def scored_runs():
     """Runs with a ground truth to score against (bench samples, not custom inputs)."""
     return [run for run in all_runs() if run["split"] != CUSTOM_SPLIT]
+
+
+def evalkit_tables():
+    """The VBVR-EvalKit score table, when that scorer is configured."""
+    return (
+        [results("scores/evalkit.parquet")]
+        if "vbvr-evalkit" in config["scoring"]["scorers"]
+        else []
+    )
 
 
 def divergence_groups():

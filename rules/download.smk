@@ -18,7 +18,7 @@ rule download_model:
     params:
         repo_id=lambda wc: hub_lookup("models", wc.slug, wc.revision)[1]["repo_id"],
         repo_type="model",
-        allow_patterns=lambda wc: allow_patterns_for(
+        allow_patterns=lambda wc: allow_patterns(
             hub_lookup("models", wc.slug, wc.revision)[1]["family"]
         ),
     script:

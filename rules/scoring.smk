@@ -37,9 +37,32 @@ rule divergence:
         "../workflow/scripts/divergence.py"
 
 
+rule score_evalkit:
+    input:
+        [final_video(**run) for run in scored_runs()],
+    output:
+        results("scores/evalkit.parquet"),
+    log:
+        results("logs/score_evalkit.log"),
+    conda:
+        "../envs/cpu.yaml"
+    params:
+        videos_root=results("videos"),
+        bench=lambda wc: bench_root(),
+        module=config["scoring"]["evalkit_module"],
+        model_map={
+            video_model_name(v, r): (v, seed_label(r))
+            for v in config["run_variants"]
+            for r in SEED_RUNS + ENSEMBLE_RUNS
+        },
+    script:
+        "../workflow/scripts/score_evalkit.py"
+
+
 rule tables:
     input:
-        scores=[run_path(SCORE_TABLE, **run) for run in scored_runs()],
+        scores=[run_path(SCORE_TABLE, **run) for run in scored_runs()]
+        + evalkit_tables(),
         divergence=[
             run_path(DIVERGENCE_TABLE, **group) for group in divergence_groups()
         ],

@@ -79,7 +79,8 @@ def test_full_config_dry_run_plans_every_job_without_network(tmp_path):
     assert (
         counts["sample"] == runs and counts["decode_steps"] == runs and counts["final_video_layout"] == runs
     )
-    assert counts.get("aggregate_scores", 0) == 1 or "aggregate_scores" not in result.stdout
+    assert counts["score_run"] == runs and counts["run_figures"] == runs and counts["tables"] == 1
+    assert counts["group_figures"] == 2 * 100 and "divergence" not in counts  # one seed: nothing to compare
 
 
 def test_dry_run_against_a_full_size_fake_bench_tree(tmp_path):
@@ -91,6 +92,52 @@ def test_dry_run_against_a_full_size_fake_bench_tree(tmp_path):
     )
     counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
     assert "download_bench" not in counts and counts["sample"] == 1000 and counts["manifest"] == 1
+
+
+def test_custom_inputs_and_evalkit_are_planned(tmp_path):
+    image = tmp_path / "mine.png"
+    image.write_bytes(b"")
+    config = write_config(
+        tmp_path,
+        custom=[{"name": "my-puzzle", "image": str(image), "prompt": "solve it", "num_frames": 9}],
+        **{"scoring.scorers": ["builtin", "vbvr-evalkit"]},
+    )
+    result = snakemake("-n", "--configfile", str(config), cwd=tmp_path)
+    counts = job_counts(result.stdout)
+    assert "runs/demo-wan22-vbvr/custom/my-puzzle/00000/seed1/meta.json" in result.stdout
+    assert counts["sample"] == 24 + 3 and counts["score_evalkit"] == 1
+    assert counts["score_run"] == 24  # custom inputs have no ground truth to score against
+
+
+def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
+    from stepscope.families.base import StepScopeError
+    from stepscope.hub import download_snapshot
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(StepScopeError, match="HF_HUB_OFFLINE"):
+        download_snapshot(repo_id="Wan-AI/Wan2.2-I2V-A14B", revision="main", repo_type="model",
+                          allow_patterns=["*.json"], marker=tmp_path / "m/.stepscope_source.json")
+    assert not (tmp_path / "m/.stepscope_source.json").exists()
+
+
+@pytest.mark.parametrize("family", ["wan2.2", "wan2.1", "ltx2.3"])
+def test_download_patterns_cover_every_file_the_loader_reads(tiny_weights, family):
+    """What the download rule fetches (allow patterns) includes every file the loader resolves."""
+    import fnmatch
+
+    from stepscope.families import get_family
+    from stepscope.families.base import resolve_layout
+    from stepscope.hub import allow_patterns
+
+    folder = tiny_weights(family)
+    patterns = allow_patterns(family)
+    resolved = resolve_layout(family, folder, get_family(family).layout)
+    for component, paths in resolved.items():
+        for path in paths:
+            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+            for file in files:
+                relative = str(file.relative_to(folder))
+                assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), (component, relative)
 
 
 @pytest.mark.parametrize(
@@ -151,6 +198,15 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     decode_change = small_config(tmp_path, **{"decode.steps": "1,2"})
     counts = job_counts(snakemake("-n", "--configfile", str(decode_change), cwd=tmp_path).stdout)
     assert counts.get("decode_steps") == 1 and "sample" not in counts
+
+    # Deleted figures are regenerated from the stored records alone.
+    shutil.rmtree(tmp_path / "results/figures/runs")
+    counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
+    assert set(counts) == {"run_figures", "all"}
+    metas = {path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()}
+    snakemake("--configfile", str(config), "--cores", "2", cwd=tmp_path)
+    assert any((tmp_path / "results/figures/runs").rglob("norm_vs_step.png"))
+    assert metas == {path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()}
 
     # A sampling job killed midway leaves nothing complete-looking; the rerun redoes it only.
     more = small_config(tmp_path, **{"bench.samples_per_task": 2})

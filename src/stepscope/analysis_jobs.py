@@ -8,15 +8,17 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import write_parquet
-from .chain_of_steps import divergence_curve, plot_divergence, plot_split_curves, plot_step_curves
+from .chain_of_steps import (
+    divergence_curve,
+    plot_divergence,
+    plot_split_curves,
+    plot_step_curves,
+    switch_step_from_schedule,
+)
+from .ensemble import seed_label
 from .records import RunRecords
 from .scoring import RunId, merge_score_tables, score_runs, write_score_table
 from .tables import build_tables
-
-
-def seed_label(run: str) -> str:
-    """The score tables' `seed` column: '1' for run seed1, the ensemble name otherwise."""
-    return run[len("seed") :] if run.startswith("seed") else run
 
 
 def score_run_job(
@@ -46,8 +48,7 @@ def divergence_job(*, run_dirs: list[str], labels: dict[str, str], out: str) -> 
 
 
 def switch_step(run_dir: str) -> int | None:
-    from .chain_of_steps import switch_step_from_schedule
-
+    """First step of Wan2.2's low-noise expert in a run (None for one-DiT families)."""
     return switch_step_from_schedule(RunRecords(run_dir).schedule)
 
 

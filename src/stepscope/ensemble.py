@@ -59,6 +59,11 @@ class EnsembleSpec:
         return [first_seed + index for index in range(self.k)]
 
 
+def seed_label(run: str) -> str:
+    """A run folder name as the score tables' `seed` column: 'seed1' -> '1', ensembles keep their name."""
+    return run[len("seed") :] if run.startswith("seed") else run
+
+
 def merge(tensors: list[torch.Tensor], rescale: bool) -> torch.Tensor:
     merged = torch.stack(tensors).mean(dim=0)
     if rescale:

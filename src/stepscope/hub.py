@@ -14,6 +14,16 @@ from .families.base import StepScopeError
 from .provenance import package_versions
 
 
+def allow_patterns(family: str) -> list[str]:
+    """Hub allow patterns for a family: every file its weights layout can resolve, nothing else."""
+    from .families import get_family
+
+    patterns = []
+    for spec in get_family(family).layout:
+        patterns += [f"{pattern}/*" if spec.is_dir else pattern for pattern in spec.patterns]
+    return patterns
+
+
 def download_snapshot(
     *, repo_id: str, revision: str, repo_type: str, allow_patterns: list[str], marker: str | Path
 ) -> Path:

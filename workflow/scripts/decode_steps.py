@@ -1,5 +1,9 @@
 """Snakemake entry point: decode chosen steps' x0_hat of one run."""
 
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # compute jobs never reach the hub; downloads are separate rules
+
 from pathlib import Path
 
 from stepscope.jobs import decode_job

@@ -1,5 +1,9 @@
 """Snakemake entry point: sample one input for one variant and write its records."""
 
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # compute jobs never reach the hub; downloads are separate rules
+
 from stepscope.jobs import sample_job
 from stepscope.logs import redirect_to_log
 from stepscope.models import limit_cpu_threads
