@@ -1,0 +1,350 @@
+"""GPU cost of recording: plain diffsynth sampling vs stepscope sampling with the default recording.
+
+Wan2.2-A14B-shaped models with random weights (two 40-layer, dim-5120 experts, the real Wan VAE
+architecture, a 1-layer text encoder of the real output width), bf16, on one GPU. For each
+resolution, the same pipeline is sampled twice with the same seed and settings:
+  plain:     pipe(...)                                   (diffsynth's own loop)
+  stepscope: stepscope.sampling.sample(..., record=...)  x0_hat every step, 5 layers reduced every
+             step, both CFG passes captured and tagged
+Per-step time = median interval between consecutive step starts (CUDA-synchronised). Also records
+the bytes of the run's records (extrapolated to 50 steps from the measured per-step sizes), the
+step-decoding throughput and the load time of one expert from safetensors.
+
+    python benchmarks/gpu_overhead.py --out benchmarks/results [--steps 5] [--resolutions 480x832,1024x1024]
+
+Prints one JSON line per measurement and writes gpu_overhead.json and storage.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from stepscope.capture import CaptureSpec  # noqa: E402
+from stepscope.sampling import RecordSpec, StepHook, sample  # noqa: E402
+
+A14B = dict(
+    has_image_input=False,
+    patch_size=[1, 2, 2],
+    in_dim=36,
+    dim=5120,
+    ffn_dim=13824,
+    freq_dim=256,
+    text_dim=4096,
+    out_dim=16,
+    num_heads=40,
+    num_layers=40,
+    eps=1e-06,
+    require_clip_embedding=False,
+)
+LAYERS = (0, 10, 20, 30, 39)
+
+
+DEVICE = "cuda"
+SMOKE = dict(dim=48, ffn_dim=96, num_heads=2, text_dim=32)  # --smoke: the script's logic on a CPU
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_pipeline(tokenizer_dir: Path, layers: int, smoke: bool = False):
+    """WanVideoPipeline with random A14B-shaped experts built directly on the GPU in bf16."""
+    from diffsynth.models.wan_video_dit import WanModel
+    from diffsynth.models.wan_video_text_encoder import HuggingfaceTokenizer, WanTextEncoder
+    from diffsynth.models.wan_video_vae import WanVideoVAE
+    from diffsynth.pipelines.wan_video import WanVideoPipeline
+
+    from stepscope.families.tiny import write_word_tokenizer
+
+    write_word_tokenizer(tokenizer_dir, 256)
+    dims = {**A14B, "num_layers": layers, **(SMOKE if smoke else {})}
+    text_dim = dims["text_dim"]
+    torch.set_default_dtype(torch.bfloat16)
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        experts = [WanModel(**dims).eval().requires_grad_(False) for _ in range(2)]
+        text = WanTextEncoder(
+            vocab=256, dim=text_dim, dim_attn=text_dim, dim_ffn=2 * text_dim, num_heads=2, num_layers=1
+        ).eval()
+        vae = WanVideoVAE(z_dim=16).eval()
+    torch.set_default_dtype(torch.float32)
+    vae = vae.to(torch.bfloat16)
+    for model in experts:  # default init makes bf16 activations blow up over 40 layers; keep them finite
+        for parameter in model.parameters():
+            parameter.data.mul_(0.5)
+    pipe = WanVideoPipeline(device=DEVICE, torch_dtype=torch.bfloat16)
+    pipe.dit, pipe.dit2 = experts
+    pipe.text_encoder = text.requires_grad_(False)
+    pipe.vae = vae.requires_grad_(False)
+    pipe.tokenizer = HuggingfaceTokenizer(name=str(tokenizer_dir), seq_len=512, clean="whitespace")
+    pipe.height_division_factor = pipe.width_division_factor = 16
+    return pipe
+
+
+class Clock:
+    """Step-start timestamps (CUDA-synchronised)."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def tick(self) -> None:
+        sync()
+        self.stamps.append(time.perf_counter())
+
+    def per_step(self) -> list[float]:
+        return [b - a for a, b in zip(self.stamps, self.stamps[1:], strict=False)]
+
+
+class ClockHook(StepHook):
+    def __init__(self, clock: Clock):
+        self.clock = clock
+
+    def on_latents(self, step, sigma, latents):
+        self.clock.tick()
+        return None
+
+
+def timed_progress(clock: Clock):
+    def wrap(iterable):
+        for item in iterable:
+            clock.tick()
+            yield item
+
+    return wrap
+
+
+def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: Path) -> dict:
+    image = Image.fromarray((np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8))
+    kwargs = dict(
+        prompt="move the red square onto the green square",
+        negative_prompt="blurry",
+        seed=1,
+        height=height,
+        width=width,
+        num_frames=frames,
+        cfg_scale=5.0,
+        num_inference_steps=steps,
+    )
+    plain_clock, ours_clock = Clock(), Clock()
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    pipe(input_image=image, switch_DiT_boundary=0.875, progress_bar_cmd=timed_progress(plain_clock), **kwargs)
+    sync()
+    plain_total = time.perf_counter() - started
+    record = RecordSpec(capture=CaptureSpec(layers=LAYERS, passes=("cond", "uncond")))
+    started = time.perf_counter()
+    run_dir = out / f"run_{height}x{width}"
+    from stepscope.sampling import sample_lockstep
+
+    result = sample_lockstep(
+        pipe,
+        "wan2.2",
+        image=image,
+        seeds=[1],
+        record=record,
+        hook=ClockHook(ours_clock),
+        switch_boundary=0.875,
+        **{k: v for k, v in kwargs.items() if k != "seed"},
+    )[0]
+    sync()
+    ours_total = time.perf_counter() - started
+    write_records(run_dir, result)
+    plain = statistics.median(plain_clock.per_step())
+    ours = statistics.median(ours_clock.per_step())
+    sizes = {p.name: p.stat().st_size for p in run_dir.iterdir()}
+    per_step = (
+        sum(sizes.get(name, 0) for name in ("steps.safetensors", "activations.npz", "activations.parquet"))
+        / steps
+    )
+    fixed = sum(sizes.values()) - per_step * steps
+    return {
+        "resolution": f"{height}x{width}",
+        "frames": frames,
+        "steps": steps,
+        "tokens": int(
+            result.activation_rows[0]["frames"]
+            * result.activation_rows[0]["height"]
+            * result.activation_rows[0]["width"]
+        ),
+        "plain_step_s": plain,
+        "stepscope_step_s": ours,
+        "ratio": ours / plain,
+        "plain_steps_s": plain_clock.per_step(),
+        "stepscope_steps_s": ours_clock.per_step(),
+        "plain_total_s": plain_total,
+        "stepscope_total_s": ours_total,
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None,
+        "record_bytes": sizes,
+        "bytes_per_step": per_step,
+        "bytes_per_run_50_steps": fixed + 50 * per_step,
+        "run_dir": str(run_dir),
+    }
+
+
+def write_records(run_dir: Path, result) -> None:
+    """The run's records as the sampling job writes them; parquet/video only where their writers are installed."""
+    from stepscope import records
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records.write_steps(run_dir / records.STEPS, result.x0_hats, result.final_latent)
+    records.write_activation_maps(run_dir / records.ACTIVATIONS_NPZ, result.activation_maps)
+    try:
+        records.write_schedule(run_dir / records.SCHEDULE, result.schedule)
+        records.write_activation_table(run_dir / records.ACTIVATIONS_TABLE, result.activation_rows)
+    except ImportError as error:  # no pyarrow on the device: these tables are a few kB
+        print(json.dumps({"skipped_parquet": str(error)}), flush=True)
+    try:
+        records.write_video(run_dir / records.VIDEO, result.frames, fps=16)
+    except Exception as error:  # no imageio-ffmpeg on the device
+        print(json.dumps({"skipped_video": str(error)[:200]}), flush=True)
+
+
+def decode_throughput(pipe, run_dir: Path, count: int = 2) -> dict:
+    from stepscope.families import get_family
+    from stepscope.families.base import Prepared
+    from stepscope.records import RunRecords
+
+    run = RunRecords(run_dir)
+    adapter = get_family("wan2.2")
+    prepared = Prepared(
+        {}, {}, {}, call_kwargs={"tiled": True, "tile_size": (30, 52), "tile_stride": (15, 26)}
+    )
+    steps = run.recorded_steps[:count]
+    sync()
+    started = time.perf_counter()
+    for step in steps:
+        adapter.decode(pipe, prepared, run.x0_hat(step).unsqueeze(0).to(DEVICE, torch.bfloat16))
+    sync()
+    seconds = (time.perf_counter() - started) / len(steps)
+    return {"decode_s_per_step_video": seconds, "step_videos_per_minute": 60 / seconds}
+
+
+def load_time(pipe, folder: Path) -> dict:
+    """Save one expert as safetensors and load it back through diffsynth's loader (page cache warm)."""
+    from diffsynth.core import ModelConfig
+    from diffsynth.pipelines.wan_video import WanVideoPipeline
+    from safetensors.torch import save_file
+
+    path = folder / "high_noise_model" / "diffusion_pytorch_model.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in pipe.dit.state_dict().items()}, str(path))
+    size = path.stat().st_size
+    pipe.dit = pipe.dit2 = None  # make room for the loaded copy
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    sync()
+    started = time.perf_counter()
+    loaded = WanVideoPipeline.from_pretrained(
+        torch_dtype=torch.bfloat16,
+        device=DEVICE,
+        model_configs=[ModelConfig(path=str(path))],
+        tokenizer_config=None,
+    )
+    sync()
+    seconds = time.perf_counter() - started
+    del loaded
+    path.unlink()
+    return {"expert_load_s_warm_cache": seconds, "expert_bytes": size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--frames", type=int, default=81)
+    parser.add_argument("--layers", type=int, default=40)
+    parser.add_argument("--resolutions", default="480x832,1024x1024")
+    parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU: checks the script, measures nothing")
+    args = parser.parse_args()
+    global DEVICE
+    DEVICE = "cpu" if args.smoke else "cuda"
+    device_name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu (smoke)"
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="stepscope-bench-"))
+    started = time.perf_counter()
+    pipe = build_pipeline(work / "tokenizer", args.layers, args.smoke)
+    print(json.dumps({"build_s": time.perf_counter() - started, "device": device_name}), flush=True)
+    # Warm-up (kernels, allocator) at the smallest shape.
+    sample(
+        pipe,
+        "wan2.2",
+        image=Image.new("RGB", (832, 480)),
+        prompt="warm up",
+        seed=0,
+        num_frames=5,
+        height=480,
+        width=832,
+        num_inference_steps=2,
+        cfg_scale=5.0,
+    )
+    results = []
+    for resolution in args.resolutions.split(","):
+        height, width = (int(v) for v in resolution.split("x"))
+        measured = run_resolution(pipe, height, width, args.frames, args.steps, work)
+        print(json.dumps({k: v for k, v in measured.items() if not k.endswith("steps_s")}), flush=True)
+        results.append(measured)
+    extra = decode_throughput(pipe, Path(results[0]["run_dir"]))
+    print(json.dumps(extra), flush=True)
+    if not args.skip_load:
+        extra.update(load_time(pipe, work))
+        print(json.dumps(extra), flush=True)
+    common = {
+        "date": datetime.date.today().isoformat(),
+        "device": device_name,
+        "command": "python " + " ".join(sys.argv),
+        "torch": torch.__version__,
+    }
+    (args.out / "gpu_overhead.json").write_text(
+        json.dumps(
+            {
+                **common,
+                "ratio": max(r["ratio"] for r in results),
+                "by_resolution": {
+                    r["resolution"]: {k: v for k, v in r.items() if k not in ("record_bytes", "run_dir")}
+                    for r in results
+                },
+                **extra,
+            },
+            indent=2,
+        )
+    )
+    (args.out / "storage.json").write_text(
+        json.dumps(
+            {
+                **common,
+                "by_resolution": {
+                    r["resolution"]: {
+                        "measured_steps": r["steps"],
+                        "record_bytes": r["record_bytes"],
+                        "bytes_per_step": r["bytes_per_step"],
+                        "bytes_per_run_50_steps": r["bytes_per_run_50_steps"],
+                        "mb_per_run_50_steps": r["bytes_per_run_50_steps"] / 1e6,
+                    }
+                    for r in results
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
