@@ -25,6 +25,8 @@ include: "rules/sample.smk"
 include: "rules/decode.smk"
 include: "rules/scoring.smk"
 include: "rules/figures.smk"
+include: "rules/probes_common.smk"
+include: "rules/probes.smk"
 
 
 rule all:
@@ -40,3 +42,4 @@ rule all:
             run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t)
             for v, s, t in figure_groups()
         ],
+        probe_targets(),
