@@ -167,11 +167,7 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
     plain = statistics.median(plain_clock.per_step())
     ours = statistics.median(ours_clock.per_step())
     sizes = {p.name: p.stat().st_size for p in run_dir.iterdir()}
-    per_step = (
-        sum(sizes.get(name, 0) for name in ("steps.safetensors", "activations.npz", "activations.parquet"))
-        / steps
-    )
-    fixed = sum(sizes.values()) - per_step * steps
+    storage = default_storage(result, run_dir, steps)
     return {
         "resolution": f"{height}x{width}",
         "frames": frames,
@@ -190,9 +186,48 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
         "stepscope_total_s": ours_total,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else None,
         "record_bytes": sizes,
-        "bytes_per_step": per_step,
-        "bytes_per_run_50_steps": fixed + 50 * per_step,
+        "storage": storage,
         "run_dir": str(run_dir),
+    }
+
+
+DEFAULT_MAP_STEPS = 6  # record.map_steps default "0,10,20,30,40,49"
+
+
+def default_storage(result, run_dir: Path, steps: int) -> dict:
+    """Bytes of a 50-step run with the default records (cond pass, 5 layers every step, spatial
+    maps at 6 steps, x0_hat every step), from the sizes of this real run's arrays."""
+    from stepscope import records
+    from stepscope.capture import SPATIAL_MAPS
+
+    cond = {k: v for k, v in result.activation_maps.items() if ".cond." in k}
+    small = {k: v for k, v in cond.items() if k.rsplit(".", 1)[1] not in SPATIAL_MAPS}
+    spatial = {k: v for k, v in cond.items() if k.rsplit(".", 1)[1] in SPATIAL_MAPS}
+    sizes = {}
+    for name, maps in (("small", small), ("spatial", spatial)):
+        path = run_dir / f"default_{name}.npz"
+        records.write_activation_maps(path, maps)
+        sizes[name] = path.stat().st_size / (steps * len(LAYERS))  # per layer-step
+        path.unlink()
+    x0_per_step = (run_dir / records.STEPS).stat().st_size / steps
+    tables = sum(
+        (run_dir / n).stat().st_size
+        for n in (records.SCHEDULE, records.ACTIVATIONS_TABLE)
+        if (run_dir / n).exists()
+    )
+    total = (
+        50 * x0_per_step
+        + 50 * len(LAYERS) * sizes["small"]
+        + DEFAULT_MAP_STEPS * len(LAYERS) * sizes["spatial"]
+    )
+    total += 10 * tables  # the 50-step tables are ~10x this run's (5 steps, both passes)
+    return {
+        "x0_hat_bytes_per_step": x0_per_step,
+        "norm_maps_bytes_per_layer_step": sizes["small"],
+        "spatial_maps_bytes_per_layer_step": sizes["spatial"],
+        "bytes_per_run_50_steps": total,
+        "mb_per_run_50_steps": total / 1e6,
+        "note": "video.mp4 not included (no H.264 writer on the device); a few MB at these sizes",
     }
 
 
@@ -201,7 +236,9 @@ def write_records(run_dir: Path, result) -> None:
     from stepscope import records
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    records.write_steps(run_dir / records.STEPS, result.x0_hats, result.final_latent)
+    records.write_steps(
+        run_dir / records.STEPS, result.x0_hats, result.final_latent, len(result.schedule) - 1
+    )
     records.write_activation_maps(run_dir / records.ACTIVATIONS_NPZ, result.activation_maps)
     try:
         records.write_schedule(run_dir / records.SCHEDULE, result.schedule)
@@ -272,7 +309,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=40)
     parser.add_argument("--resolutions", default="480x832,1024x1024")
     parser.add_argument("--skip-load", action="store_true")
-    parser.add_argument("--smoke", action="store_true", help="tiny widths on the CPU: checks the script, measures nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny widths on the CPU: checks the script, measures nothing"
+    )
     args = parser.parse_args()
     global DEVICE
     DEVICE = "cpu" if args.smoke else "cuda"
@@ -333,10 +372,8 @@ def main() -> None:
                 "by_resolution": {
                     r["resolution"]: {
                         "measured_steps": r["steps"],
-                        "record_bytes": r["record_bytes"],
-                        "bytes_per_step": r["bytes_per_step"],
-                        "bytes_per_run_50_steps": r["bytes_per_run_50_steps"],
-                        "mb_per_run_50_steps": r["bytes_per_run_50_steps"] / 1e6,
+                        "measured_record_bytes": r["record_bytes"],
+                        **r["storage"],
                     }
                     for r in results
                 },

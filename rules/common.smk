@@ -102,6 +102,7 @@ def check_config():
     for key, spec in (
         ("record.capture_steps", config["record"]["capture_steps"]),
         ("record.x0_steps", config["record"]["x0_steps"]),
+        ("record.map_steps", config["record"]["map_steps"]),
         ("decode.steps", config["decode"]["steps"]),
         ("figures.steps", config["figures"]["steps"]),
     ):

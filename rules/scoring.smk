@@ -47,7 +47,7 @@ rule score_evalkit:
     conda:
         "../envs/cpu.yaml"
     params:
-        videos_root=results("videos"),
+        videos_root=lambda wc: results("videos"),
         bench=lambda wc: bench_root(),
         module=config["scoring"]["evalkit_module"],
         model_map={

@@ -102,7 +102,7 @@ def test_frame_divergence():
 
 
 def _write_run(run_dir, latents: dict[int, torch.Tensor], experts: list[str]) -> None:
-    records.write_steps(run_dir / records.STEPS, latents, latents[max(latents)].float())
+    records.write_steps(run_dir / records.STEPS, latents, latents[max(latents)].float(), max(latents))
     rows = [
         {"step": s, "timestep": 1000.0 * (1 - s / len(experts)), "sigma": 1 - s / len(experts),
          "expert": e, "recorded": s in latents}

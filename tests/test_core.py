@@ -104,7 +104,7 @@ def test_captured_reductions_equal_a_manual_forward_of_the_block(tiny_pipe, test
     stored = result.activation_maps
     assert {row["step"] for row in result.activation_rows} == {step}
     np.testing.assert_allclose(
-        stored[f"L{layer:02d}.S{step:04d}.cond.norm"], expected["norm"].numpy(), rtol=1e-6
+        stored[f"L{layer:02d}.S{step:04d}.cond.norm"], expected["norm"].numpy().astype(np.float16), rtol=1e-6
     )
     np.testing.assert_array_equal(
         stored[f"L{layer:02d}.S{step:04d}.cond.topk_channels"], expected["topk_channels"].numpy()
@@ -156,7 +156,7 @@ def test_records_round_trip(tiny_pipe, test_image, tmp_path):
     assert run.recorded_steps == [0, 7]
     assert run.layers == [1, 3] and run.captured_steps == [0, 4]
     assert torch.equal(run.x0_hat(7), result.x0_hats[7])
-    assert torch.equal(run.final_latent(), result.final_latent)
+    assert torch.equal(run.final_latent(), result.final_latent.to(torch.float16))
     assert run.schedule["expert"].tolist() == [row["expert"] for row in result.schedule]
     maps = run.maps(3, 4)
     np.testing.assert_array_equal(maps["norm"], result.activation_maps["L03.S0004.cond.norm"])
@@ -168,6 +168,19 @@ def test_records_round_trip(tiny_pipe, test_image, tmp_path):
     assert decoded.shape == result.frames.shape
     # H.264 (quality 5, yuv420) is lossy, and tiny random-weight videos are noise-like: ask for strong agreement.
     assert np.corrcoef(decoded.ravel(), result.frames.ravel())[0, 1] > 0.8
+
+
+def test_spatial_maps_are_kept_only_at_map_steps(tiny_pipe, test_image, tmp_path):
+    from stepscope.figures import render_run_figures
+
+    spec = CaptureSpec(layers=(0, 3), map_steps=frozenset({2, 7}))
+    ours(tiny_pipe("wan2.2"), "wan2.2", test_image, out_dir=tmp_path / "run", record=RecordSpec(capture=spec))
+    run = RunRecords(tmp_path / "run")
+    assert run.captured_steps == list(range(8)) and run.spatial_steps == [2, 7]
+    assert set(run.maps(3, 5)) == {"norm", "frame_energy", "channel_var", "topk_channels", "pca_explained"}
+    assert {"pca", "topk_maps"} <= set(run.maps(3, 7))
+    paths = {p.name for p in render_run_figures(tmp_path / "run", tmp_path / "figures", steps=[0, 4, 7])}
+    assert {"pca_rgb_L03.png", "topk_maps_L03_S0007.png", "norm_heatmap_L03.png"} <= paths
 
 
 def test_same_seed_twice_gives_identical_step_records(tiny_pipe, test_image, tmp_path):

@@ -115,8 +115,13 @@ def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(StepScopeError, match="HF_HUB_OFFLINE"):
-        download_snapshot(repo_id="Wan-AI/Wan2.2-I2V-A14B", revision="main", repo_type="model",
-                          allow_patterns=["*.json"], marker=tmp_path / "m/.stepscope_source.json")
+        download_snapshot(
+            repo_id="Wan-AI/Wan2.2-I2V-A14B",
+            revision="main",
+            repo_type="model",
+            allow_patterns=["*.json"],
+            marker=tmp_path / "m/.stepscope_source.json",
+        )
     assert not (tmp_path / "m/.stepscope_source.json").exists()
 
 
@@ -174,6 +179,7 @@ def small_config(tmp_path: Path, **overrides) -> Path:
         "ensembles": [],
         "variants.demo-wan22-vbvr.steps": 4,
         "record.layers": [0, 3],
+        "record.map_steps": "0,3",
         "decode.steps": "0,3",
         "figures.steps": "0,3",
     }
@@ -203,10 +209,14 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     shutil.rmtree(tmp_path / "results/figures/runs")
     counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
     assert set(counts) == {"run_figures", "all"}
-    metas = {path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()}
+    metas = {
+        path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()
+    }
     snakemake("--configfile", str(config), "--cores", "2", cwd=tmp_path)
     assert any((tmp_path / "results/figures/runs").rglob("norm_vs_step.png"))
-    assert metas == {path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()}
+    assert metas == {
+        path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()
+    }
 
     # A sampling job killed midway leaves nothing complete-looking; the rerun redoes it only.
     more = small_config(tmp_path, **{"bench.samples_per_task": 2})
@@ -275,6 +285,7 @@ def test_pipeline_runs_on_real_format_vbvr_samples(tmp_path):
             "bench.samples_per_task": 5,
             "variants.demo-wan22-vbvr.steps": 2,
             "record.layers": [0],
+            "record.map_steps": "1",
             "decode.steps": "1",
             "figures.steps": "1",
         },

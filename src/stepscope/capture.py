@@ -26,9 +26,13 @@ class CaptureSpec:
     steps: frozenset[int] | None = None  # None = every step
     passes: tuple[str, ...] = ("cond",)
     top_k: int = 6
+    map_steps: frozenset[int] | None = None  # steps whose spatial top-k and PCA maps are kept; None = all
 
     def wants_step(self, step: int) -> bool:
         return self.steps is None or step in self.steps
+
+    def wants_spatial_maps(self, step: int) -> bool:
+        return self.map_steps is None or step in self.map_steps
 
 
 def _fixed_sign(vectors: torch.Tensor) -> torch.Tensor:
@@ -110,8 +114,11 @@ def summary_row(maps: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
+# Token norms and the spatial maps are float16 (3 significant digits, half the bytes: a 50-step,
+# 5-layer run at 480p stays within its storage budget); the small vectors stay float32.
+SPATIAL_MAPS = ("topk_maps", "pca")
 STORED_DTYPES = {
-    "norm": np.float32,
+    "norm": np.float16,
     "frame_energy": np.float32,
     "channel_var": np.float32,
     "topk_channels": np.int64,
@@ -184,10 +191,12 @@ class Recorder:
 
     def flush(self) -> None:
         """Copy this step's reduced maps to the host (one sync per step, not per hook)."""
+        spatial = self.spec.wants_spatial_maps(self.step)
         for seed_index, layer, pass_, expert, reduced in self.pending:
             arrays = {
                 name: value.detach().cpu().numpy().astype(STORED_DTYPES[name])
                 for name, value in reduced.items()
+                if spatial or name not in SPATIAL_MAPS
             }
             store = self.maps.setdefault(seed_index, {})
             for name, array in arrays.items():

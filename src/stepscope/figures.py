@@ -187,6 +187,13 @@ def _as_steps(rec: RunRecords, steps: int | Sequence[int] | None) -> list[int]:
     return steps
 
 
+def _nearest(available: Sequence[int], wanted: Sequence[int]) -> list[int]:
+    """For each wanted step, the closest available one (deduplicated, sorted)."""
+    if not available:
+        return []
+    return sorted({min(available, key=lambda step: abs(step - target)) for target in wanted})
+
+
 def norm_clim(rec: RunRecords, layer: int, steps: Sequence[int], pass_: str = "cond") -> tuple[float, float]:
     """(min, max) of the token norms of one layer over the given steps (all frames)."""
     lo, hi = np.inf, -np.inf
@@ -974,7 +981,12 @@ def render_run_figures(
     try:
         layers = list(layers) if layers is not None else rec.layers
         steps = _as_steps(rec, steps)
-        topk_steps = [steps[-1]] if topk_steps is None else _as_steps(rec, topk_steps)
+        # PCA and top-k maps exist only at the run's spatial steps (record.map_steps).
+        spatial = [step for step in steps if step in rec.spatial_steps] or _nearest(rec.spatial_steps, steps)
+        if topk_steps is None:
+            topk_steps = spatial[-1:]
+        else:
+            topk_steps = [step for step in _as_steps(rec, topk_steps) if step in rec.spatial_steps]
         paths: list[Path] = []
 
         def keep(result: dict[str, Any]) -> None:
@@ -1002,7 +1014,8 @@ def render_run_figures(
                     rec, out / f"norm_heatmap_{tag}.png", layer=layer, steps=steps, pass_=pass_
                 )
             )
-            keep(plot_pca_rgb(rec, out / f"pca_rgb_{tag}.png", layer=layer, steps=steps, pass_=pass_))
+            if spatial:
+                keep(plot_pca_rgb(rec, out / f"pca_rgb_{tag}.png", layer=layer, steps=spatial, pass_=pass_))
             keep(
                 plot_temporal_energy(
                     rec, out / f"temporal_energy_{tag}.png", layer=layer, steps=steps, pass_=pass_

@@ -35,6 +35,7 @@ def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
             steps=capture_steps,
             passes=tuple(record.get("passes", ("cond",))),
             top_k=int(record.get("top_k", 6)),
+            map_steps=parse_steps(record.get("map_steps", "all"), num_steps),
         )
     return RecordSpec(
         x0_steps=parse_steps(record.get("x0_steps", "all"), num_steps), capture=capture, fps=fps

@@ -69,13 +69,15 @@ def read_video(path: str | Path) -> np.ndarray:
         reader.close()
 
 
-def write_steps(target: str | Path, x0_hats: dict[int, Any], final_latent: Any) -> None:
-    """Write x0_hat latents (fp16) of the recorded steps plus the final latent (fp32)."""
+def write_steps(target: str | Path, x0_hats: dict[int, Any], final_latent: Any, last_step: int) -> None:
+    """Write x0_hat latents (fp16) of the recorded steps, and the final latent (fp16) unless it is
+    already there: x0_hat of the last step *is* the final latent, so it is not stored twice."""
     import torch
     from safetensors.torch import save_file
 
     tensors = {x0_key(step): t.detach().to("cpu", torch.float16).contiguous() for step, t in x0_hats.items()}
-    tensors["final_latent"] = final_latent.detach().to("cpu", torch.float32).contiguous()
+    if last_step not in x0_hats:
+        tensors["final_latent"] = final_latent.detach().to("cpu", torch.float16).contiguous()
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "stepscope.steps.v1"})
 
@@ -119,8 +121,12 @@ class RunRecords:
             return [parse_map_key(name[: -len(".npy")]) for name in archive.namelist()]
 
     def maps(self, layer: int, step: int, pass_: str = "cond") -> dict[str, np.ndarray]:
-        """The reduced maps of one (layer, step, pass): norm (f,h,w), pca (f,h,w,3), ..."""
-        return {name: self.npz[map_key(layer, step, pass_, name)] for name in MAP_NAMES}
+        """The reduced maps of one (layer, step, pass): norm (f,h,w), pca (f,h,w,3), ...
+
+        The spatial maps (topk_maps, pca) are present only at `spatial_steps`.
+        """
+        keys = {name: map_key(layer, step, pass_, name) for name in MAP_NAMES}
+        return {name: self.npz[key] for name, key in keys.items() if key in self.npz.files}
 
     def map(self, layer: int, step: int, name: str, pass_: str = "cond") -> np.ndarray:
         return self.npz[map_key(layer, step, pass_, name)]
@@ -133,6 +139,11 @@ class RunRecords:
     def captured_steps(self) -> list[int]:
         return sorted(self.activations["step"].unique().tolist())
 
+    @cached_property
+    def spatial_steps(self) -> list[int]:
+        """Captured steps that also kept the spatial maps (top-k channel maps, PCA)."""
+        return sorted({step for _, step, _, name in self.map_keys() if name == "pca"})
+
     @property
     def recorded_steps(self) -> list[int]:
         return self.schedule.loc[self.schedule["recorded"], "step"].tolist()
@@ -144,10 +155,13 @@ class RunRecords:
             return handle.get_tensor(x0_key(step))
 
     def final_latent(self):
+        """The final latent (fp16): stored on its own only when the last step's x0_hat is not."""
         from safetensors import safe_open
 
         with safe_open(self.path / STEPS, framework="pt") as handle:
-            return handle.get_tensor("final_latent")
+            if "final_latent" in handle.keys():
+                return handle.get_tensor("final_latent")
+        return self.x0_hat(int(self.schedule["step"].max()))
 
     def frames(self) -> np.ndarray:
         return read_video(self.path / VIDEO)

@@ -289,7 +289,9 @@ def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -
     started = time.perf_counter()
     if result.frames is not None:
         records.write_video(out_dir / records.VIDEO, result.frames, fps=result.settings["fps"])
-    records.write_steps(out_dir / records.STEPS, result.x0_hats, result.final_latent)
+    records.write_steps(
+        out_dir / records.STEPS, result.x0_hats, result.final_latent, len(result.schedule) - 1
+    )
     records.write_schedule(out_dir / records.SCHEDULE, result.schedule)
     records.write_activation_maps(out_dir / records.ACTIVATIONS_NPZ, result.activation_maps)
     records.write_activation_table(out_dir / records.ACTIVATIONS_TABLE, result.activation_rows)

@@ -233,7 +233,7 @@ def write_synthetic_run(
         blend = 1.0 - step / max(1, steps - 1)
         noisy = final + blend * rng.standard_normal(latent_shape).astype(np.float32)
         x0_hats[step] = torch.from_numpy(noisy)
-    write_steps(run_dir / STEPS, x0_hats, torch.from_numpy(final))
+    write_steps(run_dir / STEPS, x0_hats, torch.from_numpy(final), steps - 1)
     write_schedule(run_dir / SCHEDULE, schedule)
 
     # Activations: random tokens with a moving object whose signal grows over the steps.
