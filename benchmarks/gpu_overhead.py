@@ -95,6 +95,22 @@ def build_pipeline(tokenizer_dir: Path, layers: int, smoke: bool = False):
     return pipe
 
 
+def capture_sync_check() -> dict:
+    """Does the capture hook's device work force a host sync? (Each one stalls the DiT's queue.)"""
+    from stepscope.capture import reduce_on_device
+
+    tokens = torch.randn(21 * 30 * 52, 5120, device="cuda", dtype=torch.bfloat16)
+    reduce_on_device(tokens, (21, 30, 52))  # first call caches the start basis (one copy)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        reduce_on_device(tokens, (21, 30, 52))
+        return {"capture_host_syncs": 0}
+    except RuntimeError as error:
+        return {"capture_host_sync": str(error)[:300]}
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
 class Clock:
     """Step-start timestamps (CUDA-synchronised)."""
 
@@ -321,6 +337,8 @@ def main() -> None:
     started = time.perf_counter()
     pipe = build_pipeline(work / "tokenizer", args.layers, args.smoke)
     print(json.dumps({"build_s": time.perf_counter() - started, "device": device_name}), flush=True)
+    if DEVICE == "cuda":
+        print(json.dumps(capture_sync_check()), flush=True)
     # Warm-up (kernels, allocator) at the smallest shape.
     sample(
         pipe,

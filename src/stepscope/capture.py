@@ -35,40 +35,101 @@ class CaptureSpec:
         return self.map_steps is None or step in self.map_steps
 
 
-def _fixed_sign(vectors: torch.Tensor) -> torch.Tensor:
-    """Flip each column so that its largest-magnitude entry is positive (deterministic PCA)."""
+def _column_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Per column, the sign that makes its largest-magnitude entry positive (deterministic PCA)."""
     index = vectors.abs().argmax(dim=0)
     signs = torch.sign(vectors[index, torch.arange(vectors.shape[1], device=vectors.device)])
     signs[signs == 0] = 1
-    return vectors * signs
+    return signs
 
 
-def top_principal_components(
-    centred: torch.Tensor, n_components: int = 3
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top principal directions (D, n) and their variances of centred tokens (N, D).
+_START_BASES: dict[tuple[int, int, str], torch.Tensor] = {}
 
-    Subspace iteration with a fixed start: a few N x D x 11 products instead of a D x D
-    eigendecomposition (D = 5120 for Wan 14B), deterministic and well inside 1% of a
-    block's cost. Exact (dense eigh) when D is small.
+
+def _start_basis(dim: int, width: int, device: torch.device) -> torch.Tensor:
+    """Fixed random start of the subspace iteration, made once per shape and device.
+
+    Made on the CPU (same numbers on every device) and cached: a host-to-device copy in the
+    hook would stall the GPU queue at every capture.
     """
-    n_tokens, dim = centred.shape
+    key = (dim, width, str(device))
+    if key not in _START_BASES:
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        basis, _ = torch.linalg.qr(torch.randn(dim, width, generator=generator, dtype=torch.float64))
+        _START_BASES[key] = basis.float().to(device)
+    return _START_BASES[key]
+
+
+def pca_subspace(x: torch.Tensor, mean: torch.Tensor, n_components: int = 3) -> dict[str, torch.Tensor]:
+    """Device part of the PCA of tokens x (N, D) with channel means `mean` (D,).
+
+    Subspace iteration from a fixed start (a few N x D x 11 products instead of a D x D
+    eigendecomposition; D = 5120 for Wan 14B), never materialising the centred tokens. It
+    returns the orthonormal basis (D, w), the centred tokens projected on it (N, w) and their
+    covariance (w, w); `finish_pca` does the w x w eigendecomposition on the host, because
+    linalg.eigh on a GPU synchronises with the host and would stall the DiT at every capture.
+    Dense (basis = identity) when D is small.
+    """
+    n_tokens, dim = x.shape
     if dim <= 256:
-        covariance = centred.T @ centred / n_tokens
-        values, vectors = torch.linalg.eigh(covariance)
-        order = torch.argsort(values, descending=True)[:n_components]
-        return _fixed_sign(vectors[:, order]), values[order].clamp_min(0)
-    width = min(dim, n_components + PCA_OVERSAMPLE)
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    basis = torch.randn(dim, width, generator=generator).to(centred.device, centred.dtype)
-    basis, _ = torch.linalg.qr(basis)
-    for _ in range(PCA_ITERATIONS):
-        basis, _ = torch.linalg.qr(centred.T @ (centred @ basis))
-    projected = centred @ basis
-    small = projected.T @ projected / n_tokens
-    values, vectors = torch.linalg.eigh(small)
+        basis = torch.eye(dim, device=x.device, dtype=torch.float32)
+    else:
+        basis = _start_basis(dim, min(dim, n_components + PCA_OVERSAMPLE), x.device)
+        for _ in range(PCA_ITERATIONS):
+            projected = x @ basis - mean @ basis  # (x - mean) @ basis, broadcast over tokens
+            basis, _ = torch.linalg.qr(x.T @ projected - torch.outer(mean, projected.sum(dim=0)))
+    projected = x @ basis - mean @ basis
+    return {"pca_basis": basis, "pca_projected": projected, "pca_cov": projected.T @ projected / n_tokens}
+
+
+def finish_pca(
+    reduced: dict[str, torch.Tensor], grid: tuple[int, int, int], n_components: int = 3
+) -> dict[str, torch.Tensor]:
+    """Host part of the PCA: top components, their projections (f, h, w, 3) and explained ratios."""
+    basis, projected, cov = (reduced[k].double().cpu() for k in ("pca_basis", "pca_projected", "pca_cov"))
+    values, vectors = torch.linalg.eigh(cov)
     order = torch.argsort(values, descending=True)[:n_components]
-    return _fixed_sign(basis @ vectors[:, order]), values[order].clamp_min(0)
+    top = vectors[:, order]
+    pca = projected @ top * _column_signs(basis @ top)  # signs fixed on the components in channel space
+    total_variance = reduced["channel_var"].double().cpu().sum().clamp_min(1e-12)
+    f, h, w = grid
+    return {
+        "pca": pca.float().view(f, h, w, -1),
+        "pca_explained": (values[order].clamp_min(0) / total_variance).float(),
+    }
+
+
+@torch.no_grad()
+def reduce_on_device(
+    tokens: torch.Tensor, grid: tuple[int, int, int], top_k: int = 6
+) -> dict[str, torch.Tensor]:
+    """The device half of `reduce_tokens`: no host synchronisation, small outputs only."""
+    f, h, w = grid
+    x = tokens.reshape(-1, tokens.shape[-1])
+    if x.shape[0] != f * h * w:
+        raise StepScopeError(
+            f"block output has {x.shape[0]} tokens but the patch grid {grid} has {f * h * w}"
+        )
+    x = x.float()
+    norm = torch.linalg.vector_norm(x, dim=1)
+    channel_var, mean = torch.var_mean(x, dim=0, unbiased=False)
+    k = min(top_k, x.shape[1])
+    top_channels = torch.topk(channel_var, k).indices
+    return {
+        "norm": norm.view(f, h, w),
+        "frame_energy": norm.view(f, h * w).mean(dim=1),
+        "channel_var": channel_var,
+        "topk_channels": top_channels,
+        "topk_maps": x[:, top_channels].T.reshape(k, f, h, w),
+        **pca_subspace(x, mean),
+    }
+
+
+def finish_reduction(reduced: dict[str, torch.Tensor], grid: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+    """The host half: complete the PCA; drop the intermediate PCA tensors."""
+    done = {name: value for name, value in reduced.items() if not name.startswith("pca_")}
+    done.update(finish_pca(reduced, grid))
+    return done
 
 
 @torch.no_grad()
@@ -76,28 +137,7 @@ def reduce_tokens(
     tokens: torch.Tensor, grid: tuple[int, int, int], top_k: int = 6
 ) -> dict[str, torch.Tensor]:
     """Reduce one block output (N, D) on the patch grid (f, h, w) to the maps of docs/records.md."""
-    f, h, w = grid
-    x = tokens.reshape(-1, tokens.shape[-1]).float()
-    if x.shape[0] != f * h * w:
-        raise StepScopeError(
-            f"block output has {x.shape[0]} tokens but the patch grid {grid} has {f * h * w}"
-        )
-    norm = x.norm(dim=1)
-    channel_var = x.var(dim=0, unbiased=False)
-    k = min(top_k, x.shape[1])
-    top_channels = torch.topk(channel_var, k).indices
-    centred = x - x.mean(dim=0, keepdim=True)
-    components, variances = top_principal_components(centred, 3)
-    total_variance = channel_var.sum().clamp_min(1e-12)
-    return {
-        "norm": norm.view(f, h, w),
-        "frame_energy": norm.view(f, h * w).mean(dim=1),
-        "channel_var": channel_var,
-        "topk_channels": top_channels,
-        "topk_maps": x[:, top_channels].T.reshape(k, f, h, w),
-        "pca": (centred @ components).view(f, h, w, -1),
-        "pca_explained": variances / total_variance,
-    }
+    return {k: v.cpu() for k, v in finish_reduction(reduce_on_device(tokens, grid, top_k), grid).items()}
 
 
 def summary_row(maps: dict[str, np.ndarray]) -> dict[str, float]:
@@ -138,7 +178,9 @@ class Recorder:
     expert: str = "dit"
     seed_index: int = 0
     grid: tuple[int, int, int] | None = None
-    pending: list[tuple[int, int, str, str, dict[str, torch.Tensor]]] = field(default_factory=list)
+    pending: list[tuple[int, int, str, str, tuple[int, int, int], dict[str, torch.Tensor]]] = field(
+        default_factory=list
+    )
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     handles: list[Any] = field(default_factory=list)
@@ -184,18 +226,18 @@ class Recorder:
                     "patch grid unknown: the patch-embedding hook did not fire before the block"
                 )
             tokens = hidden[0] if hidden.dim() == 3 else hidden
-            reduced = reduce_tokens(tokens, self.grid, self.spec.top_k)
-            self.pending.append((self.seed_index, layer, self.pass_, self.expert, reduced))
+            reduced = reduce_on_device(tokens, self.grid, self.spec.top_k)
+            self.pending.append((self.seed_index, layer, self.pass_, self.expert, self.grid, reduced))
 
         return hook
 
     def flush(self) -> None:
         """Copy this step's reduced maps to the host (one sync per step, not per hook)."""
         spatial = self.spec.wants_spatial_maps(self.step)
-        for seed_index, layer, pass_, expert, reduced in self.pending:
+        for seed_index, layer, pass_, expert, grid, reduced in self.pending:
             arrays = {
                 name: value.detach().cpu().numpy().astype(STORED_DTYPES[name])
-                for name, value in reduced.items()
+                for name, value in finish_reduction(reduced, grid).items()
                 if spatial or name not in SPATIAL_MAPS
             }
             store = self.maps.setdefault(seed_index, {})
