@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: lint, format checks, the unit and workflow tests, then the demo DAG.
+# The test command: lint, format checks, the unit and workflow tests, then the demo DAG and its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +9,9 @@ export HF_HUB_OFFLINE=1
 .venv/bin/snakemake --lint --configfile config/demo.yaml
 .venv/bin/snakemake --lint
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# The demo DAG end to end (tiny twins, generated bench), in its own results folder.
+rm -rf results/demo resources/demo
+.venv/bin/snakemake --configfile config/demo.yaml --cores "${CORES:-2}" --quiet rules
+.venv/bin/snakemake --configfile config/demo.yaml --report results/demo/report.zip
+test -s results/demo/report.zip && test -s results/demo/tables/summary.md
+echo "demo DAG: ok"
