@@ -206,6 +206,7 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     assert counts.get("decode_steps") == 1 and "sample" not in counts
 
     # Deleted figures are regenerated from the stored records alone.
+    config = small_config(tmp_path)  # back to the settings of the completed run
     shutil.rmtree(tmp_path / "results/figures/runs")
     counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
     assert set(counts) == {"run_figures", "all"}
@@ -219,7 +220,7 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     }
 
     # A sampling job killed midway leaves nothing complete-looking; the rerun redoes it only.
-    more = small_config(tmp_path, **{"bench.samples_per_task": 2})
+    more = small_config(tmp_path, seeds=[1, 2])  # adds one run; the bench and the seed-1 run stay
     process = subprocess.Popen(
         [
             *SNAKEMAKE,
@@ -243,15 +244,15 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
     log = next(iter([]), None)
     deadline = time.time() + 120
     while time.time() < deadline:
-        logs = list((tmp_path / "results/logs/sample").rglob("00001/seed1.log"))
+        logs = list((tmp_path / "results/logs/sample").rglob("00000/seed2.log"))
         if logs and "VAE" in logs[0].read_text(errors="ignore"):
             log = logs[0]
             break
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert log is not None, "the second sample's job never started"
-    killed = run_dir.parent.parent / "00001" / "seed1"
+    assert log is not None, "the seed-2 sampling job never started"
+    killed = run_dir.parent / "seed2"
     assert not (killed / "meta.json").exists()
     counts = job_counts(snakemake("-n", "--configfile", str(more), "--rerun-incomplete", cwd=tmp_path).stdout)
     assert counts.get("sample") == 1

@@ -91,7 +91,7 @@ def run_sample(args: argparse.Namespace) -> Path:
     meta = {
         "variant": "custom",
         "image": str(args.image),
-        "weights": weights_identity(args.weights, sorted(p for p in args.weights.rglob("*") if p.is_file())),
+        "weights": weights_identity(args.weights),
         "loras": [{"path": str(lora.path), "target": lora.target, "alpha": lora.alpha} for lora in args.lora],
         "device": str(pipe.device),
         "dtype": str(pipe.torch_dtype),

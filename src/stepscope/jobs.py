@@ -70,6 +70,25 @@ def resolve_shape(settings: dict[str, Any], info: dict[str, Any]) -> tuple[int, 
     return height, width, int(num_frames)
 
 
+def load_job_pipeline(
+    family: str, weights_dir: str, loras: list[dict[str, Any]], device: dict[str, Any]
+) -> tuple[Any, list[LoraSpec]]:
+    """The pipeline a GPU rule asked for: config-style LoRA dicts and device settings."""
+    lora_specs = [
+        LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
+        for item in loras
+    ]
+    pipe = load_pipeline(
+        family,
+        weights_dir,
+        device=device.get("device"),
+        dtype=device.get("dtype"),
+        loras=lora_specs,
+        offload=device.get("offload", "none"),
+    )
+    return pipe, lora_specs
+
+
 def sample_job(
     *,
     family: str,
@@ -103,18 +122,7 @@ def sample_job(
     elif len(out_dirs) != len(seeds):
         raise StepScopeError(f"{len(seeds)} seeds but {len(out_dirs)} output folders")
     started = time.perf_counter()
-    lora_specs = [
-        LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
-        for item in loras
-    ]
-    pipe = load_pipeline(
-        family,
-        weights_dir,
-        device=device.get("device"),
-        dtype=device.get("dtype"),
-        loras=lora_specs,
-        offload=device.get("offload", "none"),
-    )
+    pipe, lora_specs = load_job_pipeline(family, weights_dir, loras, device)
     load_s = time.perf_counter() - started
     results = sample_lockstep(
         pipe,
@@ -137,9 +145,7 @@ def sample_job(
     )
     if ensemble:
         results = results[:1]  # the ensemble's output is trajectory 0 (see stepscope.ensemble)
-    identity = weights_identity(
-        Path(weights_dir), sorted(p for p in Path(weights_dir).rglob("*") if p.is_file())
-    )
+    identity = weights_identity(weights_dir)
     for result, out_dir in zip(results, out_dirs, strict=True):
         meta = {
             **(labels or {}),

@@ -475,8 +475,7 @@ def _setup(
     device: dict[str, Any],
     x0_every_step: bool = False,
 ) -> _Setup:
-    from .jobs import record_spec, resolve_shape
-    from .models import LoraSpec, load_pipeline
+    from .jobs import load_job_pipeline, record_spec, resolve_shape
     from .provenance import weights_identity
 
     steps = int(settings["steps"])
@@ -484,24 +483,11 @@ def _setup(
     if x0_every_step:
         spec = dataclasses.replace(spec, x0_steps=None)
     started = time.perf_counter()
-    lora_specs = [
-        LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
-        for item in loras
-    ]
-    pipe = load_pipeline(
-        family,
-        weights_dir,
-        device=device.get("device"),
-        dtype=device.get("dtype"),
-        loras=lora_specs,
-        offload=device.get("offload", "none"),
-    )
+    pipe, lora_specs = load_job_pipeline(family, weights_dir, loras, device)
     load_s = time.perf_counter() - started
     adapter = get_family(family)
     height, width, num_frames = resolve_shape(settings, info)
-    identity = weights_identity(
-        Path(weights_dir), sorted(p for p in Path(weights_dir).rglob("*") if p.is_file())
-    )
+    identity = weights_identity(weights_dir)
     base_meta = {
         "variant_settings": settings,
         "record": record,

@@ -32,9 +32,10 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256_head": digest.hexdigest()}
 
 
-def weights_identity(weights_dir: Path, files: list[Path]) -> dict[str, Any]:
+def weights_identity(weights_dir: str | Path) -> dict[str, Any]:
     """Identity of a weights folder: its download source (repo id, revision) if known, and its files."""
     weights_dir = Path(weights_dir)
+    files = sorted(path for path in weights_dir.rglob("*") if path.is_file())
     source_file = weights_dir / REVISION_FILE
     source = json.loads(source_file.read_text()) if source_file.exists() else {"source": "local folder"}
     return {
