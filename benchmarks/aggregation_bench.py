@@ -15,7 +15,7 @@ high-water mark. A "paper-size" run (token grid 21 x 30 x 52 of Wan at 480x832 w
 ~2 GB of RAM) is measured the same way, once per job kind by default.
 
     .venv/bin/python benchmarks/aggregation_bench.py
-    .venv/bin/python benchmarks/aggregation_bench.py --repeats 1 --no-paper --out /tmp/fig.json
+    .venv/bin/python benchmarks/aggregation_bench.py --repeats 1 --out /tmp/fig.json
 """
 
 from __future__ import annotations
@@ -141,7 +141,11 @@ def main() -> None:
     parser.add_argument(
         "--paper-dim", type=int, default=PAPER["dim"], help="channel width of the paper-size run"
     )
-    parser.add_argument("--no-paper", action="store_true", help="skip the paper-size run")
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="also time a paper-size run (the synthetic writer needs well over 10 minutes for it)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "figures.json")
     args = parser.parse_args()
 
@@ -164,7 +168,7 @@ def main() -> None:
         scoring = measure("scoring", run_dir, sample, demo_out, args.repeats)
 
         paper = None
-        if not args.no_paper:
+        if args.paper:
             shape = {**PAPER, "dim": args.paper_dim}
             paper_dir = tmp / "paper_run"
             paper_write_s, writer_rss = write_run(paper_dir, shape)
