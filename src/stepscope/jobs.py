@@ -171,16 +171,10 @@ def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = 
     adapter = get_family(family)
     device = device or {}
     if hasattr(adapter, "load_decoder"):
-        from .models import default_device, default_dtype
+        from .models import default_device, resolve_dtype
 
         target = device.get("device") or default_device()
-        dtype = device.get("dtype")
-        if isinstance(dtype, str) or dtype is None:
-            import torch
-
-            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}.get(
-                dtype
-            ) or default_dtype(target)
+        dtype = resolve_dtype(device.get("dtype"), target)
         return adapter.load_decoder(Path(weights_dir), device=target, dtype=dtype)
     return load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"))
 

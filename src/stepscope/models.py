@@ -40,6 +40,23 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: str) -> torch.dtype:
+    """A dtype given by name (config) or object; None means the device's default."""
+    if isinstance(dtype, str):
+        dtype = DTYPES[dtype]
+    return dtype or default_dtype(device)
+
+
 def make_tiny_weights(family: str, out_dir: str | Path) -> Path:
     """Write the tiny twin of `family` into `out_dir` (real folder layout, random weights)."""
     return get_family(family).make_tiny_weights(Path(out_dir))
@@ -60,16 +77,7 @@ def load_pipeline(
     """
     adapter = get_family(family)
     device = device or default_device()
-    if isinstance(dtype, str):
-        dtype = {
-            "bf16": torch.bfloat16,
-            "bfloat16": torch.bfloat16,
-            "fp16": torch.float16,
-            "float16": torch.float16,
-            "fp32": torch.float32,
-            "float32": torch.float32,
-        }[dtype]
-    dtype = dtype or default_dtype(device)
+    dtype = resolve_dtype(dtype, device)
     if offload not in OFFLOAD_PRESETS:
         raise StepScopeError(
             f"unknown offload preset {offload!r}: choose one of {', '.join(OFFLOAD_PRESETS)}"

@@ -134,6 +134,34 @@ def resolve_layout(family: str, weights_dir: Path, layout: tuple[WeightLayout, .
     return found
 
 
+def local_model_configs(
+    family: str,
+    weights_dir: Path,
+    layout: tuple[WeightLayout, ...],
+    order: list[str],
+    vram: dict | None = None,
+) -> tuple[dict[str, list[Path]], list[Any]]:
+    """Resolve a weights folder and make diffsynth ModelConfigs with local paths (never downloads).
+
+    A tiny twin's registry entries are added first, so real and tiny weights load the same way.
+    """
+    from diffsynth.core import ModelConfig
+
+    from .tiny import register_tiny_configs
+
+    weights_dir = Path(weights_dir)
+    files = resolve_layout(family, weights_dir, layout)
+    register_tiny_configs(weights_dir)
+    configs = [
+        ModelConfig(
+            path=[str(p) for p in files[c]] if len(files[c]) > 1 else str(files[c][0]), **(vram or {})
+        )
+        for c in order
+        if c in files
+    ]
+    return files, configs
+
+
 def uint8_frames(images: list) -> np.ndarray:
     """diffsynth returns a list of PIL images; we use one uint8 (T, H, W, 3) array."""
     return np.stack([np.asarray(image, dtype=np.uint8) for image in images])

@@ -25,7 +25,6 @@ Differences from Wan that the rest of stepscope sees:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,8 +54,16 @@ from diffsynth.models.ltx2_video_vae import (
 )
 from torch import nn
 
-from .base import Prepared, StepScopeError, WeightLayout, resolve_layout, signature_defaults, uint8_frames
-from .tiny import TINY_MANIFEST, register_tiny_configs, write_tiny_component, write_word_tokenizer
+from ..atomic import write_json
+from .base import (
+    Prepared,
+    StepScopeError,
+    WeightLayout,
+    local_model_configs,
+    signature_defaults,
+    uint8_frames,
+)
+from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
 
 GEMMA_DIR = "google/gemma-3-12b-it-qat-q4_0-unquantized"
 REPACKAGE_DIR = "DiffSynth-Studio/LTX-2.3-Repackage"
@@ -547,9 +554,8 @@ class LTXFamily:
             6,
             lambda state: _prefixed(state, "vocoder."),
         )
-        (out_dir / TINY_MANIFEST).write_text(
-            json.dumps({"family": self.name, "components": manifest}, indent=2)
-        )
+        # Written last and atomically: its presence marks a complete twin (the workflow's output file).
+        write_json(out_dir / TINY_MANIFEST, {"family": self.name, "components": manifest})
         return out_dir
 
     def load_pipeline(self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None = None):
@@ -557,15 +563,7 @@ class LTXFamily:
         from diffsynth.core import ModelConfig
         from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
 
-        weights_dir = Path(weights_dir)
-        files = resolve_layout(self.name, weights_dir, self.layout)
-        register_tiny_configs(weights_dir)
-        vram = vram or {}
-        configs = [
-            ModelConfig(path=[str(p) for p in files[c]] if len(files[c]) > 1 else str(files[c][0]), **vram)
-            for c in LOAD_ORDER
-            if c in files
-        ]
+        files, configs = local_model_configs(self.name, weights_dir, self.layout, LOAD_ORDER, vram)
         pipe = LTX2AudioVideoPipeline.from_pretrained(
             torch_dtype=dtype,
             device=device,

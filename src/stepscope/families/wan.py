@@ -17,8 +17,15 @@ import torch
 from PIL import Image
 
 from ..atomic import write_json
-from .base import Prepared, StepScopeError, WeightLayout, resolve_layout, signature_defaults, uint8_frames
-from .tiny import TINY_MANIFEST, register_tiny_configs, write_tiny_component, write_word_tokenizer
+from .base import (
+    Prepared,
+    StepScopeError,
+    WeightLayout,
+    local_model_configs,
+    signature_defaults,
+    uint8_frames,
+)
+from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
 
 TOKENIZER = WeightLayout("tokenizer", ("google/umt5-xxl",), is_dir=True)
 TEXT_ENCODER = WeightLayout(
@@ -197,15 +204,8 @@ class WanFamily:
         from diffsynth.core import ModelConfig
         from diffsynth.pipelines.wan_video import WanVideoPipeline
 
-        files = resolve_layout(self.name, Path(weights_dir), self.layout)
-        register_tiny_configs(Path(weights_dir))
-        vram = vram or {}
         order = ["dit", "dit2", "text_encoder", "vae", "image_encoder"]
-        configs = [
-            ModelConfig(path=[str(p) for p in files[c]] if len(files[c]) > 1 else str(files[c][0]), **vram)
-            for c in order
-            if c in files
-        ]
+        files, configs = local_model_configs(self.name, weights_dir, self.layout, order, vram)
         pipe = WanVideoPipeline.from_pretrained(
             torch_dtype=dtype,
             device=device,
@@ -221,15 +221,13 @@ class WanFamily:
 
     def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype):
         """A pipeline holding only the VAE: step decoding needs nothing else (and 14B DiTs take minutes)."""
-        from diffsynth.core import ModelConfig
         from diffsynth.pipelines.wan_video import WanVideoPipeline
 
-        files = resolve_layout(self.name, Path(weights_dir), (VAE,))
-        register_tiny_configs(Path(weights_dir))
+        _, configs = local_model_configs(self.name, weights_dir, (VAE,), ["vae"])
         return WanVideoPipeline.from_pretrained(
             torch_dtype=dtype,
             device=device,
-            model_configs=[ModelConfig(path=str(files["vae"][0]))],
+            model_configs=configs,
             tokenizer_config=None,
             redirect_common_files=False,
         )
