@@ -1,6 +1,7 @@
 """Helpers shared by the rules: config validation, the plan (which runs exist), and paths."""
 
 import fnmatch
+import functools
 from pathlib import Path
 
 import pandas as pd
@@ -8,6 +9,15 @@ from snakemake.utils import validate
 
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
+from stepscope.plan import (
+    RECORDS_FORMAT,
+    Layout,
+    Plan,
+    StagePlan,
+    Unit,
+    fingerprint,
+    make_batches,
+)
 from stepscope.stepspec import parse_steps
 
 validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
@@ -30,22 +40,10 @@ def under(folder, name):
     return f"{folder}/{name}"
 
 
+LAYOUT = Layout(RESULTS)
 RUN_DIR = results("runs/{variant}/{split}/{task}/{sample}/{run}")
-DECODED_DIR = results("decoded/{variant}/{split}/{task}/{sample}/{run}")
-SCORE_TABLE = results("scores/runs/{variant}/{split}/{task}/{sample}/{run}.parquet")
-DIVERGENCE_TABLE = results(
-    "scores/divergence/{variant}/{split}/{task}/{sample}.parquet"
-)
-FIGURE_RUN_DIR = results("figures/runs/{variant}/{split}/{task}/{sample}/{run}")
 FIGURE_GROUP_DIR = results("figures/groups/{variant}/{split}/{task}")
-RECORDS = [
-    "video.mp4",
-    "steps.safetensors",
-    "schedule.parquet",
-    "activations.npz",
-    "activations.parquet",
-    "meta.json",
-]
+RECEIPT = results("batches/{stage}/{variant}/{batch}.json")
 CUSTOM_SPLIT = "custom"
 
 
@@ -55,6 +53,7 @@ wildcard_constraints:
     task="[^/]+",
     sample="[0-9]{5}",
     run="seed[0-9]+|ens-[a-z0-9]+-k[0-9]+-[0-9]+-[0-9]+(-rescale)?",
+    batch="b[0-9]{4}[.]r[0-9]+",
     slug="[^/]+",
     revision="[^/]+",
 
@@ -309,13 +308,6 @@ def run_seeds(wildcards):
     return [config["seeds"][0]]
 
 
-def final_video(variant, split, task, sample, run):
-    """Where a run's final video is laid out for the VBVR-Bench scorer."""
-    return results(
-        f"videos/{video_model_name(variant, run)}/{split}/{task}/{sample}.mp4"
-    )
-
-
 def video_model_name(variant, run):
     """Model folder name for the VBVR scorer's layout: the variant for the first seed."""
     return variant if run == SEED_RUNS[0] else f"{variant}_{run}"
@@ -345,6 +337,257 @@ def hub_lookup(kind, slug_name, revision):
     )
 
 
+# ----- the batched plan (stepscope.plan; docs/workflow.md) -------------------------------------
+DECODE_STEPS = config["decode"]["steps"]
+DECODING = parse_steps(DECODE_STEPS) != frozenset()
+STAGES = ["sample", "decode", "analysis"] if DECODING else ["sample", "analysis"]
+
+
+def sample_files(unit):
+    """The files of an input whose change makes its runs stale (they are stamped in meta.json)."""
+    if unit.split == CUSTOM_SPLIT:
+        return [CUSTOM[unit.task]["image"]]
+    folder = f"{bench_root()}/{unit.split}/{unit.task}/{unit.sample}"
+    return [
+        f"{folder}/{name}"
+        for name in ("first_frame.png", "prompt.txt", "ground_truth.mp4")
+    ]
+
+
+def sampling_request(unit):
+    """Everything a run's records depend on; its fingerprint decides whether they are current."""
+    variant = config["variants"][unit.variant]
+    return {
+        "format": RECORDS_FORMAT,
+        "family": family(unit.variant),
+        "weights": model_dir(variant["model"]),
+        "loras": lora_params(unit.variant),
+        "source": sample_source(unit),
+        "settings": run_settings(unit),
+        "record": config["record"],
+        "seeds": run_seeds(unit),
+        "ensemble": None if unit.run.startswith("seed") else unit.run,
+        "device": config["device"],
+    }
+
+
+def decode_settings():
+    return {"steps": DECODE_STEPS, "sheet_frames": config["decode"]["sheet_frames"]}
+
+
+def analysis_settings():
+    return {"layers": figure_layers(), "steps": config["figures"]["steps"]}
+
+
+def is_scored(unit):
+    """Runs with a ground truth to score against (bench samples, not custom inputs)."""
+    return unit.split != CUSTOM_SPLIT
+
+
+def analysis_outputs(unit):
+    outputs = [f"{LAYOUT.figure_dir(unit)}/figures.json"]
+    return outputs + ([LAYOUT.score_table(unit)] if is_scored(unit) else [])
+
+
+def divergence_items(batch):
+    """Per input of a batch with >= 2 seeds: the seed runs whose x0_hats are compared."""
+    if len(SEED_RUNS) < 2:
+        return []
+    items = []
+    for split, task, sample in batch.inputs:
+        if split == CUSTOM_SPLIT:
+            continue
+        seeds = [
+            unit
+            for unit in batch.units
+            if unit.input_key == (split, task, sample) and unit.run in SEED_RUNS
+        ]
+        labels = dict(variant=batch.variant, split=split, task=task, sample=sample)
+        items.append(
+            {
+                "labels": labels,
+                "keys": [unit.key for unit in seeds],
+                "run_dirs": [LAYOUT.run_dir(unit) for unit in seeds],
+                "out": LAYOUT.divergence_table(**labels),
+            }
+        )
+    return items
+
+
+@functools.cache
+def plan():
+    """The batched plan (built once per process, on first use)."""
+    units = [Unit(**run) for run in all_runs()]
+    sampled = {unit: fingerprint(sampling_request(unit)) for unit in units}
+    decoded = {
+        unit: fingerprint({"decode": decode_settings(), "run": sampled[unit]})
+        for unit in units
+    }
+    analysed = {
+        unit: fingerprint(
+            {
+                "analysis": analysis_settings(),
+                "run": sampled[unit],
+                "decode": decoded[unit] if DECODING else None,
+            }
+        )
+        for unit in units
+    }
+    stages = {
+        "sample": StagePlan(
+            "sample",
+            sampled,
+            lambda unit: [f"{LAYOUT.run_dir(unit)}/meta.json", final_video(unit)],
+        ),
+        "decode": StagePlan(
+            "decode", decoded, lambda unit: [f"{LAYOUT.decoded_dir(unit)}/decoded.json"]
+        ),
+        "analysis": StagePlan(
+            "analysis",
+            analysed,
+            analysis_outputs,
+            lambda batch: [item["out"] for item in divergence_items(batch)],
+        ),
+    }
+    # A job process on a cluster node runs the one job it was given: it takes the receipts on
+    # disk as they are instead of re-deciding which batches are current.
+    check_disk = not workflow.remote_exec
+    return Plan(
+        LAYOUT,
+        make_batches(units, config["batch"]["inputs"]),
+        stages,
+        check_disk=check_disk,
+    )
+
+
+def batch_of(wildcards):
+    return plan().batch(wildcards.variant, wildcards.batch)
+
+
+def receipt_of(stage):
+    """Input function: the receipt of the same batch's `stage` (at its current generation)."""
+
+    def receipt(wildcards):
+        return plan().receipt(stage, batch_of(wildcards))
+
+    return receipt
+
+
+def final_video(unit):
+    """Where a run's final video is laid out for the VBVR-Bench scorer."""
+    return LAYOUT.video_link(video_model_name(unit.variant, unit.run), unit)
+
+
+def batch_sample_inputs(wildcards):
+    """What a batch reads of its inputs: bench sample files (or the bench download), custom images."""
+    units = batch_of(wildcards).units
+    return sorted({path for unit in units for path in sample_inputs(unit)})
+
+
+def trajectories(unit):
+    """Sampled trajectories of a run (an ensemble runs K in lockstep)."""
+    if unit.run.startswith("seed"):
+        return 1
+    return EnsembleSpec.from_name(unit.run).k
+
+
+def batch_minutes(stage):
+    """Resources callable: scheduler runtime of a batch job, growing with each attempt."""
+    per_run = config["batch"][f"{stage}_minutes"]
+
+    def minutes(wildcards, attempt):
+        units = batch_of(wildcards).units
+        count = sum(trajectories(u) for u in units) if stage == "sample" else len(units)
+        return per_run * count * attempt
+
+    return minutes
+
+
+def sample_members(wildcards):
+    batch = batch_of(wildcards)
+    fingerprints = plan().stages["sample"].fingerprints
+    members = []
+    for unit in batch.units:
+        request = sampling_request(unit)
+        members.append(
+            {
+                "key": unit.key,
+                "labels": unit.labels,
+                "fingerprint": fingerprints[unit],
+                "source": request["source"],
+                "settings": request["settings"],
+                "record": request["record"],
+                "seeds": request["seeds"],
+                "ensemble": request["ensemble"],
+                "out_dir": LAYOUT.run_dir(unit),
+                "video_link": final_video(unit),
+                "inputs": sample_files(unit),
+            }
+        )
+    return members
+
+
+def decode_members(wildcards):
+    fingerprints = plan().stages["decode"].fingerprints
+    return [
+        {
+            "key": unit.key,
+            "labels": unit.labels,
+            "fingerprint": fingerprints[unit],
+            "run_dir": LAYOUT.run_dir(unit),
+            "out_dir": LAYOUT.decoded_dir(unit),
+        }
+        for unit in batch_of(wildcards).units
+    ]
+
+
+def analysis_members(wildcards):
+    fingerprints = plan().stages["analysis"].fingerprints
+    return [
+        {
+            "key": unit.key,
+            "labels": unit.labels,
+            "fingerprint": fingerprints[unit],
+            "run_dir": LAYOUT.run_dir(unit),
+            "decoded_dir": LAYOUT.decoded_dir(unit) if DECODING else None,
+            "figure_dir": LAYOUT.figure_dir(unit),
+            "score_table": LAYOUT.score_table(unit) if is_scored(unit) else None,
+            "sample_dir": sample_source(unit).get("sample_dir"),
+            "inputs": sample_files(unit) if is_scored(unit) else [],
+        }
+        for unit in batch_of(wildcards).units
+    ]
+
+
+def analysis_inputs(wildcards):
+    inputs = {
+        "runs": receipt_of("sample")(wildcards),
+        "samples": [f for f in batch_sample_inputs(wildcards) if CUSTOM_SPLIT not in f],
+    }
+    if DECODING:
+        inputs["decoded"] = receipt_of("decode")(wildcards)
+    return inputs
+
+
+def all_receipts(stage):
+    return plan().receipts(stage)
+
+
+# ----- used by rules/download.smk ------------------------------------------------------------
+def hub_lookup(kind, slug_name, revision):
+    """The config entry behind a download path (kind: models | loras)."""
+    for name, entry in config[kind].items():
+        if (
+            entry.get("repo_id")
+            and slug(entry["repo_id"]) == slug_name
+            and entry.get("revision", "main") == revision
+        ):
+            return name, entry
+    raise ValueError(
+        f"no {kind} entry with repo {slug_name!r} at revision {revision!r}"
+    )
+
+
 # ----- used by rules/sample.smk ------------------------------------------------------------
 def weights_inputs(wildcards):
     variant = config["variants"][wildcards.variant]
@@ -354,26 +597,7 @@ def weights_inputs(wildcards):
     }
 
 
-def video_source(wildcards):
-    """The run whose final video a scorer-layout path stands for."""
-    for variant in config["run_variants"]:
-        for run in SEED_RUNS + ENSEMBLE_RUNS:
-            if video_model_name(variant, run) == wildcards.model:
-                return run_path(
-                    under(RUN_DIR, "video.mp4"),
-                    variant=variant,
-                    run=run,
-                    **dict(wildcards.items()),
-                )
-    raise ValueError(f"no run is laid out as videos/{wildcards.model}")
-
-
 # ----- used by rules/scoring.smk ------------------------------------------------------------
-
-
-def scored_runs():
-    """Runs with a ground truth to score against (bench samples, not custom inputs)."""
-    return [run for run in all_runs() if run["split"] != CUSTOM_SPLIT]
 
 
 def evalkit_tables():
@@ -385,17 +609,6 @@ def evalkit_tables():
     )
 
 
-def divergence_groups():
-    """(variant, split, task, sample) with at least two seeds to compare."""
-    if len(SEED_RUNS) < 2:
-        return []
-    groups = {(r["variant"], r["split"], r["task"], r["sample"]) for r in scored_runs()}
-    return [
-        dict(zip(("variant", "split", "task", "sample"), group))
-        for group in sorted(groups)
-    ]
-
-
 # ----- used by rules/figures.smk ------------------------------------------------------------
 
 
@@ -404,20 +617,22 @@ def figure_layers():
     return None if layers == "all" else list(layers)
 
 
-def group_runs(wildcards):
+def group_units(wildcards):
     """Every single-seed run of one variant x task (the samples x seeds a group figure pools)."""
     return [
-        run_path(
-            RUN_DIR,
-            variant=wildcards.variant,
-            split=wildcards.split,
-            task=wildcards.task,
-            sample=sample,
-            run=run,
-        )
-        for sample in (["00000"] if wildcards.split == CUSTOM_SPLIT else SAMPLES)
-        for run in SEED_RUNS
+        unit
+        for batch in plan().batches.get(wildcards.variant, [])
+        for unit in batch.units
+        if (unit.split, unit.task) == (wildcards.split, wildcards.task)
+        and unit.run in SEED_RUNS
     ]
+
+
+def group_receipts(wildcards):
+    """The sampling receipts of the batches holding a group's runs."""
+    units = set(group_units(wildcards))
+    batches = plan().batches_with(lambda unit: unit in units, wildcards.variant)
+    return plan().receipts("sample", batches)
 
 
 def figure_groups():

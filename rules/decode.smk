@@ -1,44 +1,31 @@
-"""Step decoding (GPU): the chosen steps' x0_hat to step videos and a contact sheet.
+"""Step decoding (GPU, the VAE only): one job per batch; step videos and a contact sheet per run.
 
 Changing decode.steps reruns these jobs and what reads them, never sampling.
 """
 
 
-rule decode_steps:
+rule decode_batch:
     input:
         unpack(weights_inputs),
-        steps=under(RUN_DIR, "steps.safetensors"),
-        meta=under(RUN_DIR, "meta.json"),
+        runs=receipt_of("sample"),
     output:
-        videos=directory(under(DECODED_DIR, "steps")),
-        sheet=report(
-            under(DECODED_DIR, "contact_sheet.png"),
-            caption="../report/contact_sheet.rst",
-            category="Step decoding",
-            subcategory="{variant}",
-            labels={
-                "split": "{split}",
-                "task": "{task}",
-                "sample": "{sample}",
-                "run": "{run}",
-            },
-        ),
-        summary=under(DECODED_DIR, "decoded.json"),
+        RECEIPT.replace("{stage}", "decode"),
     log:
-        results("logs/decode/{variant}/{split}/{task}/{sample}/{run}.log"),
+        results("logs/decode/{variant}/{batch}.log"),
     benchmark:
-        results("benchmarks/decode/{variant}/{split}/{task}/{sample}/{run}.tsv")
+        results("benchmarks/decode/{variant}/{batch}.tsv")
     conda:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 32000 * attempt,
-        runtime=lambda wc, attempt: 60 * attempt,
+        runtime=batch_minutes("decode"),
     params:
         family=lambda wc: family(wc.variant),
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
-        steps=config["decode"]["steps"],
+        steps=DECODE_STEPS,
         sheet_frames=config["decode"]["sheet_frames"],
         device=config["device"],
+        members=decode_members,
     script:
-        "../workflow/scripts/decode_steps.py"
+        "../workflow/scripts/decode_batch.py"

@@ -1,36 +1,53 @@
-"""CPU rules: every figure from stored records (no model, no GPU, no re-sampling)."""
+"""CPU rules: every figure and builtin score from stored records (no model, no GPU, no re-sampling)."""
 
 
-rule run_figures:
+rule analysis_batch:
     input:
-        maps=under(RUN_DIR, "activations.npz"),
-        table=under(RUN_DIR, "activations.parquet"),
-        schedule=under(RUN_DIR, "schedule.parquet"),
-        meta=under(RUN_DIR, "meta.json"),
+        unpack(analysis_inputs),
     output:
-        report(
-            directory(FIGURE_RUN_DIR),
-            patterns=["{name}.png"],
+        receipt=RECEIPT.replace("{stage}", "analysis"),
+        figures=report(
+            directory(results("report/figures/{variant}/{batch}")),
+            patterns=["{split}/{task}/{sample}/{run}/{name}.png"],
             caption="../report/run_figures.rst",
             category="Token analysis: {variant}",
             subcategory="{split} / {task}",
             labels={"sample": "{sample}", "run": "{run}", "figure": "{name}"},
         ),
+        sheets=report(
+            directory(results("report/sheets/{variant}/{batch}")),
+            patterns=["{split}/{task}/{sample}/{run}.png"],
+            caption="../report/contact_sheet.rst",
+            category="Step decoding",
+            subcategory="{variant}",
+            labels={
+                "split": "{split}",
+                "task": "{task}",
+                "sample": "{sample}",
+                "run": "{run}",
+            },
+        ),
     log:
-        results("logs/figures/runs/{variant}/{split}/{task}/{sample}/{run}.log"),
+        results("logs/analysis/{variant}/{batch}.log"),
+    benchmark:
+        results("benchmarks/analysis/{variant}/{batch}.tsv")
     conda:
         "../envs/cpu.yaml"
+    resources:
+        mem_mb=lambda wc, attempt: 8000 * attempt,
+        runtime=batch_minutes("analysis"),
     params:
         layers=figure_layers(),
         steps=config["figures"]["steps"],
+        members=analysis_members,
+        divergences=lambda wc: divergence_items(batch_of(wc)),
     script:
-        "../workflow/scripts/run_figures.py"
+        "../workflow/scripts/analysis_batch.py"
 
 
 rule group_figures:
     input:
-        runs=lambda wc: [f"{run}/meta.json" for run in group_runs(wc)],
-        maps=lambda wc: [f"{run}/activations.npz" for run in group_runs(wc)],
+        group_receipts,
     output:
         report(
             directory(FIGURE_GROUP_DIR),
@@ -46,5 +63,6 @@ rule group_figures:
         "../envs/cpu.yaml"
     params:
         layers=figure_layers(),
+        run_dirs=lambda wc: [LAYOUT.run_dir(unit) for unit in group_units(wc)],
     script:
         "../workflow/scripts/group_figures.py"

@@ -1,46 +1,27 @@
-"""GPU jobs: one per variant x split x task x sample x seed (or ensemble), writing the core's records."""
+"""Sampling (GPU): one job per batch of inputs of one variant, one model load, records per run."""
 
 
-rule sample:
+rule sample_batch:
     input:
         unpack(weights_inputs),
-        sample=sample_inputs,
+        samples=batch_sample_inputs,
     output:
-        **{name.replace(".", "_"): under(RUN_DIR, "") + name for name in RECORDS},
+        RECEIPT.replace("{stage}", "sample"),
     log:
-        results("logs/sample/{variant}/{split}/{task}/{sample}/{run}.log"),
+        results("logs/sample/{variant}/{batch}.log"),
     benchmark:
-        results("benchmarks/sample/{variant}/{split}/{task}/{sample}/{run}.tsv")
+        results("benchmarks/sample/{variant}/{batch}.tsv")
     conda:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
         mem_mb=lambda wc, attempt: 48000 * attempt,
-        runtime=lambda wc, attempt: 120 * attempt,
+        runtime=batch_minutes("sample"),
     params:
         family=lambda wc: family(wc.variant),
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
         loras=lambda wc: lora_params(wc.variant),
-        source=sample_source,
-        settings=run_settings,
-        record=config["record"],
-        seeds=run_seeds,
-        ensemble=lambda wc: None if wc.run.startswith("seed") else wc.run,
         device=config["device"],
+        members=sample_members,
     script:
-        "../workflow/scripts/sample.py"
-
-
-rule final_video_layout:
-    input:
-        video_source,
-    output:
-        results("videos/{model}/{split}/{task}/{sample}.mp4"),
-    log:
-        results("logs/videos/{model}/{split}/{task}/{sample}.log"),
-    localrule: True
-    conda:
-        "../envs/cpu.yaml"
-    shell:
-        # A hard link is atomic and costs no copy; across file systems, copy then rename.
-        "(ln -f {input} {output} || (cp {input} {output}.tmp && mv {output}.tmp {output})) > {log} 2>&1"
+        "../workflow/scripts/sample_batch.py"

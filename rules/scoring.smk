@@ -1,45 +1,13 @@
-"""CPU rules: builtin scores per run and per decoded step, cross-seed divergence, accuracy tables."""
+"""CPU rules: the VBVR-Bench scorer on the videos tree, accuracy tables, and the failure check.
 
-
-rule score_run:
-    input:
-        video=under(RUN_DIR, "video.mp4"),
-        decoded=under(DECODED_DIR, "decoded.json"),
-        sample=sample_inputs,
-    output:
-        SCORE_TABLE,
-    log:
-        results("logs/score/{variant}/{split}/{task}/{sample}/{run}.log"),
-    conda:
-        "../envs/cpu.yaml"
-    params:
-        sample_dir=lambda wc: sample_source(wc)["sample_dir"],
-        labels=lambda wc: dict(wc.items()),
-    script:
-        "../workflow/scripts/score_run.py"
-
-
-rule divergence:
-    input:
-        lambda wc: [
-            run_path(under(RUN_DIR, "steps.safetensors"), run=run, **dict(wc.items()))
-            for run in SEED_RUNS
-        ],
-    output:
-        DIVERGENCE_TABLE,
-    log:
-        results("logs/divergence/{variant}/{split}/{task}/{sample}.log"),
-    conda:
-        "../envs/cpu.yaml"
-    params:
-        labels=lambda wc: dict(wc.items()),
-    script:
-        "../workflow/scripts/divergence.py"
+Builtin scores per run and the cross-seed divergence are written by the analysis batches
+(rules/figures.smk); the tables pool what their receipts list.
+"""
 
 
 rule score_evalkit:
     input:
-        [final_video(**run) for run in scored_runs()],
+        lambda wc: all_receipts("sample"),
     output:
         results("scores/evalkit.parquet"),
     log:
@@ -61,11 +29,8 @@ rule score_evalkit:
 
 rule tables:
     input:
-        scores=[run_path(SCORE_TABLE, **run) for run in scored_runs()]
-        + evalkit_tables(),
-        divergence=[
-            run_path(DIVERGENCE_TABLE, **group) for group in divergence_groups()
-        ],
+        receipts=lambda wc: all_receipts("analysis"),
+        evalkit=evalkit_tables(),
     output:
         scores=results("tables/scores.parquet"),
         summary=report(
@@ -77,6 +42,11 @@ rule tables:
         ablation=report(
             results("tables/ablation.csv"),
             caption="../report/ablation.rst",
+            category="Tables",
+        ),
+        failures=report(
+            results("tables/failures.csv"),
+            caption="../report/failures.rst",
             category="Tables",
         ),
         figures=report(
@@ -91,14 +61,19 @@ rule tables:
         "../envs/cpu.yaml"
     params:
         metric=config["scoring"]["metric"],
-        schedules=lambda wc: {
-            variant: run_path(
-                RUN_DIR,
-                variant=variant,
-                run=SEED_RUNS[0],
-                **dict(zip(("split", "task", "sample"), next(inputs()))),
-            )
-            for variant in config["run_variants"]
-        },
     script:
         "../workflow/scripts/tables.py"
+
+
+rule check_failures:
+    input:
+        results("tables/failures.csv"),
+    output:
+        touch(results("tables/all_runs_succeeded")),
+    log:
+        results("logs/check_failures.log"),
+    localrule: True
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../workflow/scripts/check_failures.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .atomic import write_parquet
+from .atomic import write_parquet, write_text
 from .chain_of_steps import (
     divergence_curve,
     plot_divergence,
@@ -16,6 +16,8 @@ from .chain_of_steps import (
     switch_step_from_schedule,
 )
 from .ensemble import seed_label
+from .families.base import StepScopeError
+from .plan import Receipt
 from .records import RunRecords
 from .scoring import RunId, merge_score_tables, score_runs, write_score_table
 from .tables import build_tables
@@ -54,19 +56,30 @@ def switch_step(run_dir: str) -> int | None:
 
 def tables_job(
     *,
-    score_tables: list[str],
-    divergence_tables: list[str],
-    run_for_schedule: dict[str, str],
+    receipts: list[str],
     metric: str,
     out_scores: str,
     out_dir: str,
     figure_dir: str,
+    extra_score_tables: list[str] | None = None,
 ) -> list[Path]:
-    """Merge per-run scores, write the accuracy tables and the Chain-of-Steps figures."""
-    scores = merge_score_tables(score_tables, out_scores)
+    """Merge the scores the analysis batches wrote (their receipts list them), write the accuracy
+    tables, the Chain-of-Steps figures and ``failures.csv`` (every run that did not make it, with
+    the reason; also listed at the end of ``summary.md``)."""
+    analysed = [Receipt.read(path) for path in receipts]
+    score_tables = [path for receipt in analysed for path in receipt.extra.get("score_tables", [])]
+    divergence_tables = [path for receipt in analysed for path in receipt.extra.get("divergence_tables", [])]
+    scores = merge_score_tables(score_tables + list(extra_score_tables or []), out_scores)
     build_tables(scores, out_dir, metric=metric)
+    failures = failure_table(analysed)
+    write_failures(failures, Path(out_dir))
     figures = []
     figure_root = Path(figure_dir)
+    figure_root.mkdir(parents=True, exist_ok=True)
+    run_for_schedule: dict[str, str] = {}
+    for receipt in analysed:
+        if receipt.extra.get("run_dirs"):
+            run_for_schedule.setdefault(receipt.variant, receipt.extra["run_dirs"][0])
     for variant, run_dir in run_for_schedule.items():
         switch = switch_step(run_dir)
         figures.append(
@@ -100,3 +113,48 @@ def tables_job(
                 )
             )
     return figures
+
+
+FAILURE_COLUMNS = ["variant", "split", "task", "sample", "run", "status", "error"]
+
+
+def failure_table(receipts: list[Receipt]) -> pd.DataFrame:
+    """One row per run that failed in some stage (the receipt of its last stage says where)."""
+    rows = []
+    for receipt in receipts:
+        for member in receipt.failed:
+            split, task, sample, run = member["key"].split("/")
+            rows.append(
+                [receipt.variant, split, task, sample, run, member["status"], member.get("error", "")]
+            )
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+
+
+def write_failures(failures: pd.DataFrame, out_dir: Path) -> None:
+    """failures.csv (header only when every run succeeded) and a section of summary.md."""
+    write_text(out_dir / "failures.csv", failures.to_csv(index=False))
+    summary = out_dir / "summary.md"
+    text = summary.read_text() if summary.exists() else ""
+    if failures.empty:
+        text += "\n## Failed runs\n\nNone: every planned run produced its records, figures and scores.\n"
+    else:
+        lines = [
+            f"- {row.variant} / {row.split} / {row.task} / {row.sample} / {row.run}: {row.status}: {row.error}"
+            for row in failures.itertuples()
+        ]
+        text += f"\n## Failed runs ({len(failures)})\n\n" + "\n".join(lines) + "\n"
+    write_text(summary, text)
+
+
+def check_failures(failures_csv: str) -> None:
+    """Fail (naming every failed run) when the plan has runs that did not make it."""
+    failures = pd.read_csv(failures_csv, keep_default_na=False)
+    if not failures.empty:
+        lines = "\n".join(
+            f"  {row.variant}/{row.split}/{row.task}/{row.sample}/{row.run} ({row.status}): {row.error}"
+            for row in failures.itertuples()
+        )
+        raise StepScopeError(
+            f"{len(failures)} run(s) failed; every other run completed (see {failures_csv}):\n{lines}\n"
+            "Fix the inputs named above (or drop them from the plan) and rerun: only these runs are redone."
+        )

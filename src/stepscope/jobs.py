@@ -19,9 +19,12 @@ from .ensemble import EnsembleHook, EnsembleSpec
 from .families import get_family
 from .families.base import Prepared, StepScopeError
 from .models import LoraSpec, load_pipeline
-from .provenance import package_versions, weights_identity
+from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run
 from .stepspec import parse_steps, resolve_steps
+
+DECODED_SUMMARY = "decoded.json"
+CONTACT_SHEET = "contact_sheet.png"
 
 
 def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
@@ -89,26 +92,24 @@ def load_job_pipeline(
     return pipe, lora_specs
 
 
-def sample_job(
-    *,
+def sample_run(
+    pipe: Any,
     family: str,
-    weights_dir: str,
-    loras: list[dict[str, Any]],
-    source: dict[str, Any],
+    *,
+    info: dict[str, Any],
     settings: dict[str, Any],
     record: dict[str, Any],
     seeds: list[int],
-    out_dirs: list[str],
+    out_dir: str,
     ensemble: str | None = None,
-    device: dict[str, Any] | None = None,
-    labels: dict[str, Any] | None = None,
-) -> list[str]:
-    """Sample one input for one variant: either each seed to its own run, or one ensemble run.
+    meta: dict[str, Any] | None = None,
+) -> str:
+    """Sample one run of one input with a loaded pipeline and write its records to `out_dir`.
 
-    `out_dirs` has one entry per seed (plain runs) or exactly one (an ensemble).
+    A plain run samples `seeds[0]`; an ensemble runs its K seeds (from `seeds[0]` on) in lockstep
+    and writes trajectory 0 (see stepscope.ensemble). `info` is `resolve_input`'s result and
+    `meta` is merged into meta.json (labels, provenance, timings).
     """
-    device = device or {}
-    info = resolve_input(source)
     height, width, num_frames = resolve_shape(settings, info)
     steps = int(settings["steps"])
     spec = record_spec(record, steps, int(settings.get("fps", 16)))
@@ -117,13 +118,8 @@ def sample_job(
         ensemble_spec = EnsembleSpec.from_name(ensemble)
         seeds = ensemble_spec.seeds(seeds[0])
         hook = EnsembleHook(ensemble_spec)
-        if len(out_dirs) != 1:
-            raise StepScopeError("an ensemble writes one run directory")
-    elif len(out_dirs) != len(seeds):
-        raise StepScopeError(f"{len(seeds)} seeds but {len(out_dirs)} output folders")
-    started = time.perf_counter()
-    pipe, lora_specs = load_job_pipeline(family, weights_dir, loras, device)
-    load_s = time.perf_counter() - started
+    elif len(seeds) != 1:
+        raise StepScopeError(f"a plain run samples one seed, not {seeds}")
     results = sample_lockstep(
         pipe,
         family,
@@ -143,27 +139,21 @@ def sample_job(
         record=spec,
         hook=hook,
     )
+    result = results[0]  # an ensemble's output is trajectory 0
+    run_meta = {
+        "image": info["image"],
+        "sample_dir": info.get("sample_dir"),
+        "gt_num_frames": info.get("gt_num_frames"),
+        "variant_settings": settings,
+        "record": record,
+        "device": str(pipe.device),
+        "dtype": str(pipe.torch_dtype),
+        **(meta or {}),
+    }
     if ensemble:
-        results = results[:1]  # the ensemble's output is trajectory 0 (see stepscope.ensemble)
-    identity = weights_identity(weights_dir)
-    for result, out_dir in zip(results, out_dirs, strict=True):
-        meta = {
-            **(labels or {}),
-            "image": info["image"],
-            "sample_dir": info.get("sample_dir"),
-            "gt_num_frames": info.get("gt_num_frames"),
-            "variant_settings": settings,
-            "record": record,
-            "weights": identity,
-            "loras": [{"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs],
-            "device": str(pipe.device),
-            "dtype": str(pipe.torch_dtype),
-            "timings": {"load_s": load_s},
-        }
-        if ensemble:
-            meta.update({"ensemble": ensemble, "seeds": seeds})
-        write_run(out_dir, result, meta)
-    return out_dirs
+        run_meta.update({"ensemble": ensemble, "seeds": seeds})
+    write_run(out_dir, result, run_meta)
+    return out_dir
 
 
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
@@ -179,21 +169,19 @@ def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = 
     return load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"))
 
 
-def decode_job(
-    *,
+def decode_run(
+    pipe: Any,
     family: str,
-    weights_dir: str,
+    *,
     run_dir: str,
     steps: str | list[int],
     out_dir: str,
     sheet_frames: int = 8,
-    device: dict[str, Any] | None = None,
-    sheet: str | None = None,
-    summary: str | None = None,
+    summary_extra: dict[str, Any] | None = None,
 ) -> list[int]:
-    """Decode the chosen steps' x0_hat to step videos (out_dir/step_SSSS.mp4) plus a contact sheet.
-
-    The sheet and the summary default to files inside `out_dir`.
+    """Decode the chosen steps' x0_hat of one run with a loaded decoder: step videos
+    (out_dir/steps/step_SSSS.mp4), a contact sheet (out_dir/contact_sheet.png) and
+    out_dir/decoded.json, written last.
     """
     run = records.RunRecords(run_dir)
     settings = run.meta["settings"]
@@ -206,7 +194,6 @@ def decode_job(
             "or decode only recorded steps"
         )
     adapter = get_family(family)
-    pipe = load_decoder(family, weights_dir, device)
     prepared = Prepared(
         {},
         {},
@@ -218,14 +205,18 @@ def decode_job(
         },
     )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / DECODED_SUMMARY).unlink(missing_ok=True)
+    videos = out / "steps"
+    videos.mkdir(parents=True, exist_ok=True)
+    for stale in videos.glob("step_*.mp4"):
+        stale.unlink()
     fps = int(run.meta.get("fps", 16))
     rows = []
     started = time.perf_counter()
     for step in wanted:
         latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
         frames = adapter.decode(pipe, prepared, latent)
-        records.write_video(out / f"step_{step:04d}.mp4", frames, fps=fps)
+        records.write_video(videos / f"step_{step:04d}.mp4", frames, fps=fps)
         rows.append(
             (
                 step,
@@ -233,15 +224,17 @@ def decode_job(
             )
         )
     decode_s = time.perf_counter() - started
-    write_contact_sheet(Path(sheet or out / "contact_sheet.png"), rows, run.meta)
+    write_contact_sheet(out / CONTACT_SHEET, rows, run.meta)
     write_json(
-        summary or out / "decoded.json",
+        out / DECODED_SUMMARY,
         {
             "steps": wanted,
             "run_dir": str(run_dir),
+            "run_id": run.meta.get("run_id"),
             "decode_s": decode_s,
             "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9),
             "versions": package_versions(),
+            **(summary_extra or {}),
         },
     )
     return wanted

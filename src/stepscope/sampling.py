@@ -301,10 +301,8 @@ def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -
         "family": result.settings["family"],
         "fps": result.settings["fps"],
         "versions": package_versions(),
-        "timings": {**result.timings, "write_s": time.perf_counter() - started},
         **meta,
+        "timings": {**meta.get("timings", {}), **result.timings, "write_s": time.perf_counter() - started},
     }
-    if "timings" in meta:
-        full_meta["timings"] = {**full_meta["timings"], **meta["timings"], **result.timings}
     records.write_meta(out_dir / records.META, full_meta)
     return out_dir

@@ -6,5 +6,10 @@ from stepscope.figures import render_group_figures
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):
-    run_dirs = [Path(path).parent for path in snakemake.input.runs]
-    render_group_figures(run_dirs, snakemake.output[0], layers=snakemake.params.layers)
+    # Runs that failed have no records; the group is drawn from the ones that exist.
+    run_dirs = [Path(path) for path in snakemake.params.run_dirs if (Path(path) / "meta.json").exists()]
+    Path(snakemake.output[0]).mkdir(parents=True, exist_ok=True)
+    if run_dirs:
+        render_group_figures(run_dirs, snakemake.output[0], layers=snakemake.params.layers)
+    else:
+        print("no run of this group has records: nothing to draw")

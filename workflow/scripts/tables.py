@@ -1,4 +1,4 @@
-"""Snakemake entry point: merge scores; accuracy tables; Chain-of-Steps figures."""
+"""Snakemake entry point: merge scores; accuracy tables; Chain-of-Steps figures; failed runs."""
 
 from pathlib import Path
 
@@ -7,9 +7,8 @@ from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):
     tables_job(
-        score_tables=list(snakemake.input.scores),
-        divergence_tables=list(snakemake.input.divergence),
-        run_for_schedule=dict(snakemake.params.schedules),
+        receipts=list(snakemake.input.receipts),
+        extra_score_tables=list(snakemake.input.evalkit),
         metric=snakemake.params.metric,
         out_scores=snakemake.output.scores,
         out_dir=str(Path(snakemake.output.summary).parent),

@@ -1,25 +1,21 @@
-"""Snakemake entry point: decode chosen steps' x0_hat of one run."""
+"""Snakemake entry point: sample the runs of one batch that are not up to date (one model load)."""
 
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # compute jobs never reach the hub; downloads are separate rules
 
-from pathlib import Path
-
-from stepscope.jobs import decode_job
+from stepscope.batch_jobs import run_sample_batch
 from stepscope.logs import redirect_to_log
 from stepscope.models import limit_cpu_threads
 
 with redirect_to_log(snakemake.log[0]):
     limit_cpu_threads(snakemake.threads)
-    decode_job(
+    run_sample_batch(
         family=snakemake.params.family,
         weights_dir=snakemake.params.weights,
-        run_dir=str(Path(snakemake.input.meta).parent),
-        steps=snakemake.params.steps,
-        out_dir=snakemake.output.videos,
-        sheet_frames=snakemake.params.sheet_frames,
+        loras=list(snakemake.params.loras),
         device=dict(snakemake.params.device),
-        sheet=snakemake.output.sheet,
-        summary=snakemake.output.summary,
+        members=list(snakemake.params.members),
+        receipt=snakemake.output[0],
+        variant=snakemake.wildcards.variant,
     )
