@@ -438,6 +438,7 @@ def plan():
             "sample",
             sampled,
             lambda unit: [f"{LAYOUT.run_dir(unit)}/meta.json", final_video(unit)],
+            inputs=sample_files,
         ),
         "decode": StagePlan(
             "decode", decoded, lambda unit: [f"{LAYOUT.decoded_dir(unit)}/decoded.json"]
@@ -447,6 +448,7 @@ def plan():
             analysed,
             analysis_outputs,
             lambda batch: [item["out"] for item in divergence_items(batch)],
+            inputs=lambda unit: sample_files(unit) if is_scored(unit) else [],
         ),
     }
     # A job process on a cluster node runs the one job it was given: it takes the receipts on

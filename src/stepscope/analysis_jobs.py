@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -16,7 +17,7 @@ from .chain_of_steps import (
     switch_step_from_schedule,
 )
 from .ensemble import seed_label
-from .families.base import StepScopeError
+from .errors import StepScopeError
 from .plan import Receipt
 from .records import RunRecords
 from .scoring import RunId, merge_score_tables, score_runs, write_score_table
@@ -115,19 +116,23 @@ def tables_job(
     return figures
 
 
-FAILURE_COLUMNS = ["variant", "split", "task", "sample", "run", "status", "error"]
+FAILURE_COLUMNS = ["variant", "split", "task", "sample", "run", "stage", "error"]
 
 
 def failure_table(receipts: list[Receipt]) -> pd.DataFrame:
-    """One row per run that failed in some stage (the receipt of its last stage says where)."""
+    """One row per run that did not make it through the last stage: the stage it failed in
+    (sample, decode or analysis) and the error."""
     rows = []
     for receipt in receipts:
         for member in receipt.failed:
             split, task, sample, run = member["key"].split("/")
-            rows.append(
-                [receipt.variant, split, task, sample, run, member["status"], member.get("error", "")]
-            )
+            stage = member.get("failed_stage", receipt.stage)
+            rows.append([receipt.variant, split, task, sample, run, stage, member.get("error", "")])
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+
+
+def run_name(row: Any) -> str:
+    return f"{row.variant}/{row.split}/{row.task}/{row.sample}/{row.run}"
 
 
 def write_failures(failures: pd.DataFrame, out_dir: Path) -> None:
@@ -138,23 +143,20 @@ def write_failures(failures: pd.DataFrame, out_dir: Path) -> None:
     if failures.empty:
         text += "\n## Failed runs\n\nNone: every planned run produced its records, figures and scores.\n"
     else:
-        lines = [
-            f"- {row.variant} / {row.split} / {row.task} / {row.sample} / {row.run}: {row.status}: {row.error}"
-            for row in failures.itertuples()
-        ]
+        lines = [f"- {run_name(row)}: failed in {row.stage}: {row.error}" for row in failures.itertuples()]
         text += f"\n## Failed runs ({len(failures)})\n\n" + "\n".join(lines) + "\n"
     write_text(summary, text)
 
 
 def check_failures(failures_csv: str) -> None:
-    """Fail (naming every failed run) when the plan has runs that did not make it."""
+    """Fail, naming every failed run, when the plan has runs that did not make it."""
     failures = pd.read_csv(failures_csv, keep_default_na=False)
-    if not failures.empty:
-        lines = "\n".join(
-            f"  {row.variant}/{row.split}/{row.task}/{row.sample}/{row.run} ({row.status}): {row.error}"
-            for row in failures.itertuples()
-        )
-        raise StepScopeError(
-            f"{len(failures)} run(s) failed; every other run completed (see {failures_csv}):\n{lines}\n"
-            "Fix the inputs named above (or drop them from the plan) and rerun: only these runs are redone."
-        )
+    if failures.empty:
+        return
+    for row in failures.itertuples():
+        print(f"{run_name(row)} failed in {row.stage}: {row.error}")
+    raise StepScopeError(
+        f"{len(failures)} run(s) failed, every other run completed; fix their inputs (or drop them from "
+        f"the plan) and rerun, which redoes only these (reasons in {failures_csv}): "
+        + ", ".join(run_name(row) for row in failures.itertuples())
+    )

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import records
 from .atomic import write_json
-from .plan import DONE_STATUSES, Receipt
+from .plan import DONE_STATUSES, Receipt, input_stamps
 from .provenance import package_versions
 
 ERROR_FILE = "error.json"
@@ -31,18 +31,6 @@ FAULT_ENV = "STEPSCOPE_FAULT_ONCE"
 
 
 # ----- shared helpers --------------------------------------------------------------------------
-
-
-def input_stamps(paths: list[str]) -> dict[str, list[int]]:
-    """Size and modification time of each input file: a member is redone when one changes."""
-    stamps = {}
-    for path in paths:
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            continue
-        stamps[path] = [stat.st_size, stat.st_mtime_ns]
-    return stamps
 
 
 def read_json(path: str | Path) -> dict[str, Any] | None:
@@ -69,9 +57,12 @@ def clear_error(folder: str | Path) -> None:
     (Path(folder) / ERROR_FILE).unlink(missing_ok=True)
 
 
-def upstream_error(folder: str | Path) -> str:
+def upstream_failure(folder: str | Path) -> dict[str, str]:
+    """Why an earlier stage left a member without input: its error.json, if it wrote one."""
     details = read_json(Path(folder) / ERROR_FILE)
-    return details["error"] if details else "its input was not produced"
+    if details is None:
+        return {"failed_stage": "unknown", "error": f"{folder} holds no complete output"}
+    return {"failed_stage": details.get("stage", "unknown"), "error": details["error"]}
 
 
 def link_file(source: str | Path, target: str | Path) -> None:
@@ -105,6 +96,8 @@ class Members:
 
     def add(self, member: dict[str, Any], status: str, **extra: Any) -> None:
         row = {"key": member["key"], "fingerprint": member["fingerprint"], "status": status, **extra}
+        if "inputs" in member:
+            row["inputs"] = input_stamps(member["inputs"])
         self.rows.append(row)
         note = f" ({extra['error']})" if extra.get("error") else ""
         print(f"[{self.stage}] {member['key']}: {status}{note}", flush=True)
@@ -113,7 +106,7 @@ class Members:
         self, member: dict[str, Any], folder: str | Path, error: BaseException, seconds: float = 0.0
     ) -> None:
         details = write_error(folder, error, member["fingerprint"], self.stage)
-        self.add(member, "failed", error=details["error"], seconds=seconds)
+        self.add(member, "failed", failed_stage=self.stage, error=details["error"], seconds=seconds)
 
     @contextlib.contextmanager
     def attempt(self, member: dict[str, Any], folder: str | Path) -> Iterator[dict[str, Any]]:
@@ -304,7 +297,7 @@ def run_decode_batch(
     for member in members:
         run_meta = read_json(Path(member["run_dir"]) / records.META)
         if run_meta is None:
-            outcomes.add(member, "upstream_failed", error=upstream_error(member["run_dir"]))
+            outcomes.add(member, "upstream_failed", **upstream_failure(member["run_dir"]))
             continue
         summary = read_json(Path(member["out_dir"]) / DECODED_SUMMARY)
         if (
@@ -382,7 +375,7 @@ def run_analysis_batch(
             summary = read_json(Path(member["decoded_dir"]) / DECODED_SUMMARY)
         if run_meta is None or (member["decoded_dir"] is not None and summary is None):
             folder = member["run_dir"] if run_meta is None else member["decoded_dir"]
-            outcomes.add(member, "upstream_failed", error=upstream_error(folder))
+            outcomes.add(member, "upstream_failed", **upstream_failure(folder))
             continue
         upstream = {
             "run_id": run_meta.get("run_id"),

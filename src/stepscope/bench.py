@@ -464,7 +464,7 @@ def make_fake_bench_tree(
 
 def read_sample(sample_folder: str | os.PathLike) -> dict[str, Any]:
     """What a sampling job needs from one sample, or a StepScopeError naming every bad file and the fix."""
-    from .families.base import StepScopeError
+    from .errors import StepScopeError
 
     folder = Path(sample_folder)
     problems, facts = _inspect_sample(folder)

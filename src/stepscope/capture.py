@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .families.base import StepScopeError
+from .errors import StepScopeError
 from .records import map_key
 
 PCA_ITERATIONS = 6

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import StepScopeError
 from .families import FAMILY_NAMES
-from .families.base import StepScopeError
 
 
 def _layers(text: str) -> tuple[int, ...]:

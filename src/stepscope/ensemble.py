@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+from .errors import StepScopeError
+from .hooks import StepHook
 
-from .families.base import StepScopeError
-from .sampling import StepHook
+if TYPE_CHECKING:
+    import torch
 
 STRATEGIES = ("latent", "velocity", "x0")
 NAME = re.compile(r"^ens-(latent|velocity|x0)-k(\d+)-(\d+)-(\d+)(-rescale)?$")
@@ -65,6 +67,8 @@ def seed_label(run: str) -> str:
 
 
 def merge(tensors: list[torch.Tensor], rescale: bool) -> torch.Tensor:
+    import torch
+
     merged = torch.stack(tensors).mean(dim=0)
     if rescale:
         target = torch.stack([t.float().norm() for t in tensors]).mean()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .atomic import write_json
-from .families.base import StepScopeError
+from .errors import StepScopeError
 from .provenance import package_versions
 
 

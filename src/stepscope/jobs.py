@@ -16,8 +16,9 @@ from .atomic import atomic_path, write_json
 from .bench import read_sample
 from .capture import CaptureSpec
 from .ensemble import EnsembleHook, EnsembleSpec
+from .errors import StepScopeError
 from .families import get_family
-from .families.base import Prepared, StepScopeError
+from .families.base import Prepared
 from .models import LoraSpec, load_pipeline
 from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
+from .errors import StepScopeError
 from .families import get_family
-from .families.base import StepScopeError
 
 OFFLOAD_PRESETS = {
     # diffsynth VRAM management: keep weights on CPU, move each layer to the GPU when used.

@@ -23,7 +23,6 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +186,34 @@ class Receipt:
         return [member for member in self.members if member["status"] not in DONE_STATUSES]
 
 
+def input_stamps(paths: Iterable[str]) -> dict[str, list[int]]:
+    """Size and modification time of each existing input file: a run is redone when one changes."""
+    stamps = {}
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        stamps[path] = [stat.st_size, stat.st_mtime_ns]
+    return stamps
+
+
 def receipt_holds(
-    receipt: Receipt, expected: Mapping[str, str], outputs: Callable[[], Iterable[str]]
+    receipt: Receipt,
+    expected: Mapping[str, str],
+    outputs: Callable[[], Iterable[str]],
+    inputs: Callable[[str], Iterable[str]] | None = None,
 ) -> bool:
-    """Whether a receipt still describes the plan: same members, same fingerprints, all done, and
-    the members' outputs still on disk (`outputs` is only called when the rest holds)."""
+    """Whether a receipt still describes the plan: same members, same fingerprints, all done, the
+    members' input files unchanged (`inputs`: member key -> its files, as stamped in the receipt)
+    and their outputs still on disk (`outputs` is only called when the rest holds)."""
     recorded = {member["key"]: member["fingerprint"] for member in receipt.members}
     if recorded != dict(expected) or receipt.failed:
         return False
+    if inputs is not None:
+        for member in receipt.members:
+            if member.get("inputs", {}) != input_stamps(inputs(member["key"])):
+                return False
     return all(os.path.exists(path) for path in outputs())
 
 
@@ -249,6 +268,7 @@ class StagePlan:
     fingerprints: dict[Unit, str]
     outputs: Callable[[Unit], list[str]]
     batch_outputs: Callable[[Batch], list[str]] = lambda batch: []
+    inputs: Callable[[Unit], list[str]] | None = None  # files stamped in the receipt
 
     def expected(self, batch: Batch) -> dict[str, str]:
         return {unit.key: self.fingerprints[unit] for unit in batch.units}
@@ -267,10 +287,7 @@ class Plan:
     stages: dict[str, StagePlan]
     check_disk: bool = True
     index: ReceiptIndex = field(default_factory=ReceiptIndex)
-
-    @cached_property
-    def _generation_cache(self) -> dict[tuple[str, str, int], int]:
-        return {}
+    _generation_cache: dict[tuple[str, str, int], int] = field(default_factory=dict)
 
     def batch(self, variant: str, name_or_index: str | int) -> Batch:
         index = name_or_index if isinstance(name_or_index, int) else parse_batch_name(name_or_index)[0]
@@ -293,10 +310,14 @@ class Plan:
             else:
                 plan = self.stages[stage]
                 expected = plan.expected(batch)
+                by_key = {unit.key: unit for unit in batch.units}
+                inputs = None if plan.inputs is None else lambda key: plan.inputs(by_key[key])
                 generation = self.index.current(
                     folder,
                     batch.index,
-                    lambda receipt: receipt_holds(receipt, expected, lambda: plan.batch_output_paths(batch)),
+                    lambda receipt: receipt_holds(
+                        receipt, expected, lambda: plan.batch_output_paths(batch), inputs
+                    ),
                 )
             self._generation_cache[key] = generation
         return self._generation_cache[key]

@@ -36,8 +36,8 @@ import torch
 
 from .atomic import atomic_path, write_json, write_parquet
 from .capture import check_hookable
+from .errors import StepScopeError
 from .families import get_family
-from .families.base import StepScopeError
 from .sampling import SampleResult, StepHook, round_shape, sample_lockstep, write_run
 from .stepspec import resolve_steps
 

@@ -22,9 +22,11 @@ from PIL import Image
 
 from . import records
 from .capture import CaptureSpec, Recorder
+from .errors import StepScopeError
 from .families import get_family
-from .families.base import FamilyAdapter, StepScopeError
+from .families.base import FamilyAdapter
 from .families.wan import load_image
+from .hooks import StepHook  # noqa: F401  (part of this module's interface)
 from .provenance import package_versions
 
 
@@ -38,18 +40,6 @@ class RecordSpec:
 
     def wants_x0(self, step: int) -> bool:
         return self.x0_steps is None or step in self.x0_steps
-
-
-class StepHook:
-    """Reads and may replace the K lockstep states; return None to leave them unchanged."""
-
-    def on_latents(self, step: int, sigma: float, latents: list[Any]) -> list[Any] | None:
-        return None
-
-    def on_velocity(
-        self, step: int, sigma: float, latents: list[Any], velocities: list[Any]
-    ) -> list[Any] | None:
-        return None
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .families.base import StepScopeError
+from .errors import StepScopeError
 
 _PART = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 

@@ -17,9 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-
-class StepScopeError(ValueError):
-    """Bad input: the message names the problem and the fix."""
+from ..errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
 
 
 @dataclass
