@@ -5,7 +5,7 @@ rule demo_bench:
     output:
         resources("demo-bench/.stepscope_source.json"),
     log:
-        "logs/bench/demo_bench.log",
+        results("logs/bench/demo_bench.log"),
     conda:
         "../envs/cpu.yaml"
     params:

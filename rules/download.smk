@@ -11,7 +11,7 @@ rule download_model:
     output:
         resources("hub/models/{slug}/{revision}/.stepscope_source.json"),
     log:
-        "logs/download/models/{slug}@{revision}.log",
+        resources("logs/download/models/{slug}@{revision}.log"),
     retries: 3
     conda:
         "../envs/cpu.yaml"
@@ -29,7 +29,7 @@ rule download_lora:
     output:
         resources("hub/loras/{slug}/{revision}/.stepscope_source.json"),
     log:
-        "logs/download/loras/{slug}@{revision}.log",
+        resources("logs/download/loras/{slug}@{revision}.log"),
     retries: 3
     conda:
         "../envs/cpu.yaml"
@@ -45,7 +45,7 @@ rule download_bench:
     output:
         resources("hub/datasets/{slug}/{revision}/.stepscope_source.json"),
     log:
-        "logs/download/datasets/{slug}@{revision}.log",
+        resources("logs/download/datasets/{slug}@{revision}.log"),
     retries: 3
     conda:
         "../envs/cpu.yaml"
@@ -61,7 +61,7 @@ rule tiny_weights:
     output:
         resources("tiny/{model}/stepscope_tiny.json"),
     log:
-        "logs/tiny/{model}.log",
+        resources("logs/tiny/{model}.log"),
     conda:
         "../envs/cpu.yaml"
     params:
@@ -76,7 +76,7 @@ rule tiny_lora:
     output:
         resources("tiny/loras/{lora}/{file}"),
     log:
-        "logs/tiny/loras/{lora}/{file}.log",
+        resources("logs/tiny/loras/{lora}/{file}.log"),
     conda:
         "../envs/cpu.yaml"
     params:

@@ -299,7 +299,9 @@ def test_demo_plan_contains_one_probe_and_one_table_job_per_probe(tmp_path):
     small = write_config(tmp_path / "small", **{"bench.task_globs": ["D-1_*"]})
     result = snakemake("-n", "--configfile", str(small), cwd=tmp_path / "small")
     counts = job_counts(result.stdout)
-    assert counts["sample"] == 6 and "probe" not in counts and "probe_table" not in counts
+    assert (
+        counts["sample_batch"] == 1 and "probe" not in counts and "probe_table" not in counts
+    )  # 2 inputs, 6 runs
 
 
 def test_bad_probe_config_fails_at_parse_time_naming_the_key(tmp_path):

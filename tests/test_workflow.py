@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -74,13 +75,12 @@ def test_full_config_dry_run_plans_every_job_without_network(tmp_path):
         cwd=tmp_path,
     )
     counts = job_counts(result.stdout)
-    runs = 2 * 100 * 5  # two variants x 100 tasks x 5 samples x 1 seed
+    batches = 2 * 100 * 5 // 5  # two variants x 100 tasks x 5 samples, 5 inputs (one seed each) a job
     assert counts["download_model"] == 1 and counts["download_lora"] == 1 and counts["download_bench"] == 1
-    assert (
-        counts["sample"] == runs and counts["decode_steps"] == runs and counts["final_video_layout"] == runs
-    )
-    assert counts["score_run"] == runs and counts["run_figures"] == runs and counts["tables"] == 1
-    assert counts["group_figures"] == 2 * 100 and "divergence" not in counts  # one seed: nothing to compare
+    assert counts["sample_batch"] == batches and counts["decode_batch"] == batches
+    assert counts["analysis_batch"] == batches and counts["tables"] == 1 and counts["check_failures"] == 1
+    assert counts["group_figures"] == 2 * 100
+    assert "batches/sample/wan22-vbvr/b0099.r0.json" in result.stdout
 
 
 def test_dry_run_against_a_full_size_fake_bench_tree(tmp_path):
@@ -91,7 +91,7 @@ def test_dry_run_against_a_full_size_fake_bench_tree(tmp_path):
         tmp_path, base="config/config.yaml", **{"bench.source": "local", "bench.local_path": str(bench)}
     )
     counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
-    assert "download_bench" not in counts and counts["sample"] == 1000 and counts["manifest"] == 1
+    assert "download_bench" not in counts and counts["sample_batch"] == 200 and counts["manifest"] == 1
 
 
 def test_custom_inputs_and_evalkit_are_planned(tmp_path):
@@ -104,9 +104,12 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
     )
     result = snakemake("-n", "--configfile", str(config), cwd=tmp_path)
     counts = job_counts(result.stdout)
-    assert "runs/demo-wan22-vbvr/custom/my-puzzle/00000/seed1/meta.json" in result.stdout
-    assert counts["sample"] == 24 + 3 and counts["score_evalkit"] == 1
-    assert counts["score_run"] == 24  # custom inputs have no ground truth to score against
+    # 8 bench inputs in two batches of 4, then the custom input in a batch of its own.
+    assert counts["sample_batch"] == 3 and counts["analysis_batch"] == 3 and counts["score_evalkit"] == 1
+    batch = result.stdout.split("batches/sample/demo-wan22-vbvr/b0002.r0.json")[0].rsplit(
+        "rule sample_batch", 1
+    )[1]
+    assert str(image) in batch  # the custom image is what the third batch reads
 
 
 def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
@@ -154,6 +157,7 @@ def test_download_patterns_cover_every_file_the_loader_reads(tiny_weights, famil
         ({"decode": {"steps": "3-x"}}, "decode"),
         ({"decode": {"steps": "0,99"}}, "decode.steps"),
         ({"run_variants": ["nope"]}, "run_variants"),
+        ({"batch": {"inputs": 0}}, "inputs"),
     ],
 )
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, override, message):
@@ -170,11 +174,14 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, override, messa
     assert message in result.stdout + result.stderr
 
 
-def small_config(tmp_path: Path, **overrides) -> Path:
+def small_config(folder: Path, **overrides) -> Path:
+    """Two inputs of one task, one seed, one batch; results and resources relative to `folder`, so
+    a copy of the folder is a copy of the whole workflow state."""
     settings = {
         "bench.splits": ["In-Domain_50"],
         "bench.task_globs": ["D-1_*"],
-        "bench.samples_per_task": 1,
+        "bench.samples_per_task": 2,
+        "batch.inputs": 2,
         "seeds": [1],
         "ensembles": [],
         "variants.demo-wan22-vbvr.steps": 4,
@@ -182,50 +189,107 @@ def small_config(tmp_path: Path, **overrides) -> Path:
         "record.map_steps": "0,3",
         "decode.steps": "0,3",
         "figures.steps": "0,3",
+        "figures.layers": [3],
     }
     settings.update(overrides)
-    return write_config(tmp_path, **settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_config(folder, **settings)
+    config = yaml.safe_load(path.read_text())
+    config["results"], config["resources"] = "results", "resources"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """The small workflow, run once to completion; tests work on copies (`copy_run`)."""
+    folder = tmp_path_factory.mktemp("small-run")
+    snakemake("--configfile", str(small_config(folder)), "--cores", "2", cwd=folder)
+    return folder
+
+
+def copy_run(small_run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(small_run, target, symlinks=True)
+    small_config(target)  # the same settings, written for the copy
+    return target
+
+
+def file_times(folder: Path) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
+
+
+RUN_0 = "results/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator/00000/seed1"
+RUN_1 = "results/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator/00001/seed1"
+
+
+def receipt_statuses(folder: Path, stage: str) -> dict[str, str]:
+    """sample/run -> status in the newest receipt of the (only) batch of a stage."""
+    receipts = (folder / "results/batches" / stage / "demo-wan22-vbvr").glob("b0000.r*.json")
+    newest = max(receipts, key=lambda path: int(path.stem.split(".r")[1]))
+    members = json.loads(newest.read_text())["members"]
+    return {"/".join(member["key"].split("/")[2:]): member["status"] for member in members}
 
 
 @pytest.mark.slow
-def test_rerun_triggers_and_killed_jobs(tmp_path):
-    config = small_config(tmp_path)
-    snakemake("--configfile", str(config), "--cores", "2", cwd=tmp_path)
-    run_dir = next((tmp_path / "results/runs").rglob("meta.json")).parent
-    assert (run_dir / "steps.safetensors").exists()
-    assert job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout) == {}
+def test_config_changes_rerun_only_the_stages_they_touch(small_run, tmp_path):
+    work = copy_run(small_run, tmp_path)
+    config = work / "config.yaml"
+    assert (work / RUN_0 / "steps.safetensors").exists() and (work / RUN_1 / "meta.json").exists()
+    assert job_counts(snakemake("-n", "--configfile", str(config), cwd=work).stdout) == {}
 
-    # A figure-only option reruns CPU rules only.
-    figures_only = small_config(tmp_path, **{"figures.steps": "3"})
-    counts = job_counts(snakemake("-n", "--configfile", str(figures_only), cwd=tmp_path).stdout)
-    assert counts and not {"sample", "decode_steps", "tiny_weights", "demo_bench"} & set(counts)
+    # A figure-only option reruns the figure jobs (and what reads them), never sampling or decoding.
+    figures_only = small_config(tmp_path / "figures", **{"figures.steps": "3"})
+    counts = job_counts(snakemake("-n", "--configfile", str(figures_only), cwd=work).stdout)
+    assert counts.get("analysis_batch") == 1 and not {"sample_batch", "decode_batch", "tiny_weights"} & set(
+        counts
+    )
 
     # Changing the decoded steps reruns decoding (and what reads it), never sampling.
-    decode_change = small_config(tmp_path, **{"decode.steps": "1,2"})
-    counts = job_counts(snakemake("-n", "--configfile", str(decode_change), cwd=tmp_path).stdout)
-    assert counts.get("decode_steps") == 1 and "sample" not in counts
+    decode_change = small_config(tmp_path / "decode", **{"decode.steps": "1,2"})
+    counts = job_counts(snakemake("-n", "--configfile", str(decode_change), cwd=work).stdout)
+    assert counts.get("decode_batch") == 1 and "sample_batch" not in counts
+
+    # A sampling setting reruns sampling.
+    cfg_change = small_config(tmp_path / "cfg", **{"variants.demo-wan22-vbvr.cfg_scale": 3.0})
+    counts = job_counts(snakemake("-n", "--configfile", str(cfg_change), cwd=work).stdout)
+    assert counts.get("sample_batch") == 1
+
+
+@pytest.mark.slow
+def test_deleted_outputs_are_redone_alone(small_run, tmp_path):
+    work = copy_run(small_run, tmp_path)
+    config = str(work / "config.yaml")
 
     # Deleted figures are regenerated from the stored records alone.
-    config = small_config(tmp_path)  # back to the settings of the completed run
-    shutil.rmtree(tmp_path / "results/figures/runs")
-    counts = job_counts(snakemake("-n", "--configfile", str(config), cwd=tmp_path).stdout)
-    assert set(counts) == {"run_figures", "all"}
-    metas = {
-        path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()
-    }
-    snakemake("--configfile", str(config), "--cores", "2", cwd=tmp_path)
-    assert any((tmp_path / "results/figures/runs").rglob("norm_vs_step.png"))
-    assert metas == {
-        path: path.stat().st_mtime_ns for path in (tmp_path / "results/runs").rglob("*") if path.is_file()
-    }
+    shutil.rmtree(work / "results/figures/runs")
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert set(counts) == {"analysis_batch", "tables", "check_failures", "all"}
+    records = file_times(work / "results/runs")
+    snakemake("--configfile", config, "--cores", "2", cwd=work)
+    assert any((work / "results/figures/runs").rglob("norm_vs_step.png"))
+    assert file_times(work / "results/runs") == records
 
-    # A sampling job killed midway leaves nothing complete-looking; the rerun redoes it only.
-    more = small_config(tmp_path, seeds=[1, 2])  # adds one run; the bench and the seed-1 run stay
+    # One deleted run is sampled again; its batch mate is not touched.
+    untouched = file_times(work / RUN_0)
+    shutil.rmtree(work / RUN_1)
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert counts.get("sample_batch") == 1
+    snakemake("--configfile", config, "--cores", "2", cwd=work)
+    assert (work / RUN_1 / "meta.json").exists() and file_times(work / RUN_0) == untouched
+    assert receipt_statuses(work, "sample") == {"00000/seed1": "skipped", "00001/seed1": "done"}
+
+
+@pytest.mark.slow
+def test_a_killed_batch_keeps_its_finished_runs_and_the_rerun_does_the_rest(small_run, tmp_path):
+    work = copy_run(small_run, tmp_path)
+    more = small_config(tmp_path / "more", seeds=[1, 2])  # adds a seed-2 run to both inputs
+    first_new = work / RUN_0.replace("seed1", "seed2")
     process = subprocess.Popen(
         [
             *SNAKEMAKE,
             "--directory",
-            str(tmp_path),
+            str(work),
             "--snakefile",
             str(REPO / "Snakefile"),
             "--configfile",
@@ -233,7 +297,7 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
             "--cores",
             "1",
             "--until",
-            "sample",
+            "sample_batch",
         ],
         cwd=REPO,
         env=ENV,
@@ -241,22 +305,76 @@ def test_rerun_triggers_and_killed_jobs(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    log = next(iter([]), None)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        logs = list((tmp_path / "results/logs/sample").rglob("00000/seed2.log"))
-        if logs and "VAE" in logs[0].read_text(errors="ignore"):
-            log = logs[0]
-            break
+    deadline = time.time() + 300
+    while time.time() < deadline and not (first_new / "meta.json").exists():
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert log is not None, "the seed-2 sampling job never started"
-    killed = run_dir.parent / "seed2"
-    assert not (killed / "meta.json").exists()
-    counts = job_counts(snakemake("-n", "--configfile", str(more), "--rerun-incomplete", cwd=tmp_path).stdout)
-    assert counts.get("sample") == 1
-    assert "tiny_weights" not in counts and "demo_bench" not in counts
+    assert (first_new / "meta.json").exists(), "the batch never finished its first new run"
+    second_new = work / RUN_1.replace("seed1", "seed2")
+    assert not (second_new / "meta.json").exists(), "the batch finished before it was killed"
+    kept = file_times(first_new)
+
+    counts = job_counts(snakemake("-n", "--configfile", str(more), cwd=work).stdout)
+    assert counts.get("sample_batch") == 1 and "tiny_weights" not in counts and "demo_bench" not in counts
+    snakemake("--configfile", str(more), "--unlock", cwd=work)  # the killed run left its lock
+    snakemake(
+        "--configfile", str(more), "--cores", "2", "--until", "sample_batch", "--rerun-incomplete", cwd=work
+    )
+    assert receipt_statuses(work, "sample") == {
+        "00000/seed1": "skipped",
+        "00000/seed2": "skipped",  # finished before the kill: not sampled again
+        "00001/seed1": "skipped",
+        "00001/seed2": "done",
+    }
+    assert file_times(first_new) == kept
+
+
+@pytest.mark.slow
+def test_a_bad_sample_fails_alone_and_the_summary_names_it(small_run, tmp_path):
+    work = copy_run(small_run, tmp_path)
+    config = str(work / "config.yaml")
+    image = work / "resources/demo-bench/In-Domain_50/D-1_move_to_target_data-generator/00001/first_frame.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not a png")
+    result = snakemake("--configfile", config, "--cores", "2", cwd=work, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Error in rule check_failures" in output and "00001/seed1" in output
+    failures = (work / "results/tables/failures.csv").read_text().splitlines()
+    assert len(failures) == 2 and "00001,seed1,sample" in failures[1]
+    assert str(image.relative_to(work)) in failures[1]  # the error names the bad file
+    summary = (work / "results/tables/summary.md").read_text()
+    assert "## Failed runs (1)" in summary and "00001/seed1: failed in sample" in summary
+    # The other run completed every stage.
+    assert (work / RUN_0 / "meta.json").exists() and not (work / RUN_1 / "meta.json").exists()
+    scores = work / "results/scores/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator"
+    assert (scores / "00000/seed1.parquet").exists() and not (scores / "00001/seed1.parquet").exists()
+
+    # Fixed, it is the only run sampled again.
+    image.write_bytes(good)
+    untouched = file_times(work / RUN_0)
+    snakemake("--configfile", config, "--cores", "2", cwd=work)
+    assert (work / RUN_1 / "meta.json").exists() and file_times(work / RUN_0) == untouched
+    assert (
+        work / "results/tables/failures.csv"
+    ).read_text().strip() == "variant,split,task,sample,run,stage,error"
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_once_is_retried_and_succeeds(small_run, tmp_path):
+    work = copy_run(small_run, tmp_path)
+    shutil.rmtree(work / RUN_1)
+    marker = tmp_path / "fault-once"
+    result = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(work), "--snakefile", str(REPO / "Snakefile"),
+         "--configfile", str(work / "config.yaml"), "--cores", "2", "--retries", "1"],
+        cwd=REPO, env={**ENV, "STEPSCOPE_FAULT_ONCE": str(marker)}, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert marker.exists() and "injected fault" in output and "Trying to restart job" in output
+    assert (work / RUN_1 / "meta.json").exists()
 
 
 @pytest.mark.slow
@@ -298,7 +416,7 @@ def test_pipeline_runs_on_real_format_vbvr_samples(tmp_path):
         "--cores",
         "2",
         "--until",
-        "sample",
+        "sample_batch",
         "manifest",
         cwd=tmp_path,
         timeout=1200,

@@ -150,7 +150,7 @@ def write_failures(failures: pd.DataFrame, out_dir: Path) -> None:
 
 def check_failures(failures_csv: str) -> None:
     """Fail, naming every failed run, when the plan has runs that did not make it."""
-    failures = pd.read_csv(failures_csv, keep_default_na=False)
+    failures = pd.read_csv(failures_csv, dtype=str, keep_default_na=False)
     if failures.empty:
         return
     for row in failures.itertuples():

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import records
 from .atomic import write_json
-from .plan import DONE_STATUSES, Receipt, input_stamps
+from .plan import DONE_STATUSES, Receipt, input_stamps, parse_batch_name
 from .provenance import package_versions
 
 ERROR_FILE = "error.json"
@@ -63,6 +63,17 @@ def upstream_failure(folder: str | Path) -> dict[str, str]:
     if details is None:
         return {"failed_stage": "unknown", "error": f"{folder} holds no complete output"}
     return {"failed_stage": details.get("stage", "unknown"), "error": details["error"]}
+
+
+def remove_stale(*paths: str | None) -> None:
+    """Drop a member's earlier outputs once its input is gone: they no longer describe anything."""
+    for path in paths:
+        if path is None:
+            continue
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
 
 
 def link_file(source: str | Path, target: str | Path) -> None:
@@ -155,12 +166,15 @@ def write_receipt(path: str, stage: str, variant: str, members: Members, **extra
 
 def _prune_older_generations(receipt: Path) -> None:
     """Earlier receipts of the same batch describe outputs that have since been redone."""
-    stem, generation = receipt.stem.split(".r")
-    for older in receipt.parent.glob(f"{stem}.r*.json"):
+    try:
+        index, generation = parse_batch_name(receipt.stem)
+    except ValueError:
+        return  # not a workflow receipt name: nothing to prune
+    for older in receipt.parent.glob(f"b{index:04d}.r*.json"):
         try:
-            if int(older.stem.split(".r")[1]) < int(generation):
+            if parse_batch_name(older.stem)[1] < generation:
                 older.unlink()
-        except (ValueError, IndexError):
+        except ValueError:
             continue
 
 
@@ -297,6 +311,7 @@ def run_decode_batch(
     for member in members:
         run_meta = read_json(Path(member["run_dir"]) / records.META)
         if run_meta is None:
+            remove_stale(member["out_dir"])
             outcomes.add(member, "upstream_failed", **upstream_failure(member["run_dir"]))
             continue
         summary = read_json(Path(member["out_dir"]) / DECODED_SUMMARY)
@@ -375,6 +390,7 @@ def run_analysis_batch(
             summary = read_json(Path(member["decoded_dir"]) / DECODED_SUMMARY)
         if run_meta is None or (member["decoded_dir"] is not None and summary is None):
             folder = member["run_dir"] if run_meta is None else member["decoded_dir"]
+            remove_stale(member["figure_dir"], member["score_table"])
             outcomes.add(member, "upstream_failed", **upstream_failure(folder))
             continue
         upstream = {
