@@ -86,7 +86,9 @@ def test_on_slurm_a_job_failing_once_is_retried_and_a_bad_sample_fails_alone(tmp
 
     made = run("--until", "demo_bench")
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
-    image = tmp_path / "resources/demo-bench/In-Domain_50/D-1_move_to_target_data-generator/00001/first_frame.png"
+    image = (
+        tmp_path / "resources/demo-bench/In-Domain_50/D-1_move_to_target_data-generator/00001/first_frame.png"
+    )
     image.write_bytes(b"not a png")
     result = run(STEPSCOPE_FAULT_ONCE=str(tmp_path / "fault-once"))
     log = result.stdout + result.stderr

@@ -402,6 +402,7 @@ def test_pipeline_runs_on_real_format_vbvr_samples(tmp_path):
             "bench.splits": ["In-Domain_50", "Out-of-Domain_50"],
             "bench.task_globs": ["*"],
             "bench.samples_per_task": 5,
+            "batch.inputs": 10,
             "variants.demo-wan22-vbvr.steps": 2,
             "record.layers": [0],
             "record.map_steps": "1",
