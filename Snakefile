@@ -29,21 +29,6 @@ include: "rules/probes_common.smk"
 include: "rules/probes.smk"
 
 
-def final_targets(wildcards):
-    """Everything the workflow makes (a function: job processes on a cluster never need it)."""
-    return [
-        results("manifest.parquet"),
-        *all_receipts("analysis"),
-        results("tables/summary.csv"),
-        results("tables/all_runs_succeeded"),
-        *[
-            run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t)
-            for v, s, t in figure_groups()
-        ],
-        *probe_targets(),
-    ]
-
-
 rule all:
     default_target: True
     input:

@@ -5,8 +5,10 @@ and a synthetic bench sample (a moving object, `stepscope.bench.generate_demo_be
 sample), then times, `--repeats` times each and each in a fresh Python process (so peak memory
 is per job, like a Snakemake rule):
 
-  (a) figures: `stepscope.figures.render_run_figures(run_dir, out)`       (rule run_figures)
-  (b) scoring: `stepscope.analysis_jobs.score_run_job(...)` on the final video (rule score_run)
+  (a) figures: `stepscope.figures.render_run_figures(run_dir, out)`       (one run's figures)
+  (b) scoring: `stepscope.analysis_jobs.score_run_job(...)` on the final video (one run's scores)
+  (c) batch: `stepscope.batch_jobs.run_analysis_batch(...)` over `--batch-runs` runs (what one
+      `analysis_batch` job does: figures + scores of each run, one process, one set of imports)
 
 `seconds_per_run` is the median time of the call itself; `process_seconds` adds the interpreter
 start and imports (what a Snakemake job pays on top); `peak_rss_mb` is the child's getrusage
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,6 +63,15 @@ t0 = time.perf_counter()
 if kind == "figures":
     from stepscope.figures import render_run_figures
     n = len(render_run_figures(run_dir, out))
+elif kind == "batch":
+    from stepscope.batch_jobs import run_analysis_batch
+    members = json.loads(labels)
+    run_analysis_batch(
+        layers=None, steps="all", members=members, divergences=[], receipt=out + "/b0000.r0.json",
+        variant=members[0]["labels"]["variant"], report_figures=out + "/report/figures",
+        report_sheets=out + "/report/sheets",
+    )
+    n = len(members)
 else:
     from stepscope.analysis_jobs import score_run_job
     score_run_job(run_dir=run_dir, decoded_summary=None, sample_dir=sample_dir, labels=json.loads(labels), out=out)
@@ -99,22 +111,46 @@ def write_run(run_dir: Path, shape: dict) -> tuple[float, float]:
     return time.perf_counter() - t0, int(proc.stdout.split()[-1]) / 1024
 
 
-def measure(kind: str, run_dir: Path, sample: Path, out: Path, repeats: int) -> dict:
+def batch_members(run_dir: Path, sample: Path, out: Path, runs: int) -> list[dict]:
+    """`runs` analysis members, each a hard-linked copy of the synthetic run (its own outputs)."""
+    members = []
+    for index in range(runs):
+        copy = out / "runs" / f"seed{index + 1}"
+        if not copy.exists():
+            shutil.copytree(run_dir, copy, copy_function=os.link)
+        labels = {**LABELS, "run": f"seed{index + 1}"}
+        key = "/".join(labels[k] for k in ("split", "task", "sample", "run"))
+        members.append(
+            {
+                "key": key, "labels": labels, "fingerprint": "bench", "run_dir": str(copy), "decoded_dir": None,
+                "figure_dir": str(out / "figures" / key), "score_table": str(out / "scores" / f"{key}.parquet"),
+                "sample_dir": str(sample), "inputs": [],
+            }
+        )  # fmt: skip
+    return members
+
+
+def measure(kind: str, run_dir: Path, sample: Path, out: Path, repeats: int, batch_runs: int = 1) -> dict:
     seconds, process_seconds, rss, outputs = [], [], [], 0
     for i in range(repeats):
         target = out / f"{kind}{i}"
-        target = target if kind == "figures" else target.with_suffix(".parquet")
+        target = target if kind in ("figures", "batch") else target.with_suffix(".parquet")
+        extra = json.dumps(LABELS)
+        if kind == "batch":
+            target.mkdir()
+            extra = json.dumps(batch_members(run_dir, sample, target, batch_runs))
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", CHILD, kind, str(run_dir), str(sample), str(target), json.dumps(LABELS)],
+            [sys.executable, "-c", CHILD, kind, str(run_dir), str(sample), str(target), extra],
             capture_output=True, text=True, cwd=out,
         )  # fmt: skip
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             sys.exit(f"{kind} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         stats = json.loads(proc.stdout.strip().splitlines()[-1])
-        seconds.append(stats["seconds"])
-        process_seconds.append(wall)
+        per_run = stats["outputs"] if kind == "batch" else 1  # a batch reports seconds per run
+        seconds.append(stats["seconds"] / per_run)
+        process_seconds.append(wall / per_run)
         rss.append(stats["maxrss_kb"] / 1024)
         outputs = stats["outputs"]
         print(f"  {kind} {i + 1}: {stats['seconds']:.2f} s (process {wall:.2f} s), peak RSS {rss[-1]:.0f} MB")
@@ -124,6 +160,8 @@ def measure(kind: str, run_dir: Path, sample: Path, out: Path, repeats: int) -> 
         "peak_rss_mb": round(max(rss), 1),
         "seconds_each": [round(s, 3) for s in seconds],
     }
+    if kind == "batch":
+        result["runs_per_job"] = outputs
     if kind == "figures":
         result["figures_per_run"] = outputs
         result["png_mb_per_run"] = round(
@@ -137,6 +175,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-runs", type=int, default=10, help="runs in the measured analysis batch")
     parser.add_argument("--paper-repeats", type=int, default=1)
     parser.add_argument(
         "--paper-dim", type=int, default=PAPER["dim"], help="channel width of the paper-size run"
@@ -166,6 +205,7 @@ def main() -> None:
         demo_out.mkdir()
         figures = measure("figures", run_dir, sample, demo_out, args.repeats)
         scoring = measure("scoring", run_dir, sample, demo_out, args.repeats)
+        batch = measure("batch", run_dir, sample, demo_out, 1, batch_runs=args.batch_runs)
 
         paper = None
         if args.paper:
@@ -202,6 +242,7 @@ def main() -> None:
         "peak_rss_mb": figures["peak_rss_mb"],
         "figures": figures,
         "scoring": scoring,
+        "analysis_batch": batch,
         "synthetic_write_s": round(write_s, 2),
     }
     if paper is not None:
@@ -210,7 +251,9 @@ def main() -> None:
     write_json(args.out, result)
     print(
         f"demo figures: {figures['seconds_per_run']:.2f} s/run, {figures['peak_rss_mb']:.0f} MB; "
-        f"scoring: {scoring['seconds_per_run']:.2f} s/run, {scoring['peak_rss_mb']:.0f} MB"
+        f"scoring: {scoring['seconds_per_run']:.2f} s/run, {scoring['peak_rss_mb']:.0f} MB; "
+        f"analysis batch of {batch['runs_per_job']}: {batch['process_seconds']:.2f} s/run with the process, "
+        f"{batch['peak_rss_mb']:.0f} MB"
     )
     if paper is not None:
         pf, ps = paper["figures"], paper["scoring"]

@@ -639,3 +639,19 @@ def group_receipts(wildcards):
 
 def figure_groups():
     return sorted({(r["variant"], r["split"], r["task"]) for r in all_runs()})
+
+
+# ----- used by the Snakefile ---------------------------------------------------------------
+def final_targets(wildcards):
+    """Everything the workflow makes (a function: job processes on a cluster never need it)."""
+    return [
+        results("manifest.parquet"),
+        *all_receipts("analysis"),
+        results("tables/summary.csv"),
+        results("tables/all_runs_succeeded"),
+        *[
+            run_path(FIGURE_GROUP_DIR, variant=v, split=s, task=t)
+            for v, s, t in figure_groups()
+        ],
+        *probe_targets(),
+    ]
