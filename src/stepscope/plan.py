@@ -287,7 +287,7 @@ class Plan:
     stages: dict[str, StagePlan]
     check_disk: bool = True
     index: ReceiptIndex = field(default_factory=ReceiptIndex)
-    _generation_cache: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    _generation_cache: dict[tuple[str, str, int], int] = field(default_factory=dict, init=False, repr=False)
 
     def batch(self, variant: str, name_or_index: str | int) -> Batch:
         index = name_or_index if isinstance(name_or_index, int) else parse_batch_name(name_or_index)[0]
