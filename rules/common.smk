@@ -619,22 +619,33 @@ def figure_layers():
     return None if layers == "all" else list(layers)
 
 
+@functools.cache
+def group_index():
+    """(variant, split, task) -> its single-seed runs and the batches that hold them."""
+    index = {}
+    for variant, batches in plan().batches.items():
+        for batch in batches:
+            for unit in batch.units:
+                if unit.run not in SEED_RUNS:
+                    continue
+                units, holders = index.setdefault(
+                    (variant, unit.split, unit.task), ([], [])
+                )
+                units.append(unit)
+                if not holders or holders[-1] is not batch:
+                    holders.append(batch)
+    return index
+
+
 def group_units(wildcards):
     """Every single-seed run of one variant x task (the samples x seeds a group figure pools)."""
-    return [
-        unit
-        for batch in plan().batches.get(wildcards.variant, [])
-        for unit in batch.units
-        if (unit.split, unit.task) == (wildcards.split, wildcards.task)
-        and unit.run in SEED_RUNS
-    ]
+    return group_index()[(wildcards.variant, wildcards.split, wildcards.task)][0]
 
 
 def group_receipts(wildcards):
     """The sampling receipts of the batches holding a group's runs."""
-    units = set(group_units(wildcards))
-    batches = plan().batches_with(lambda unit: unit in units, wildcards.variant)
-    return plan().receipts("sample", batches)
+    key = (wildcards.variant, wildcards.split, wildcards.task)
+    return plan().receipts("sample", group_index()[key][1])
 
 
 def figure_groups():

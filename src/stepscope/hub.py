@@ -11,15 +11,14 @@ from pathlib import Path
 
 from .atomic import write_json
 from .errors import StepScopeError
+from .layouts import family_layout
 from .provenance import package_versions
 
 
 def allow_patterns(family: str) -> list[str]:
     """Hub allow patterns for a family: every file its weights layout can resolve, nothing else."""
-    from .families import get_family
-
     patterns = []
-    for spec in get_family(family).layout:
+    for spec in family_layout(family):
         patterns += [f"{pattern}/*" if spec.is_dir else pattern for pattern in spec.patterns]
     return patterns
 

@@ -328,13 +328,3 @@ class Plan:
     def receipts(self, stage: str, batches: Sequence[Batch] | None = None) -> list[str]:
         chosen = batches if batches is not None else [b for bs in self.batches.values() for b in bs]
         return [self.receipt(stage, batch) for batch in chosen]
-
-    def batches_with(self, predicate: Callable[[Unit], bool], variant: str | None = None) -> list[Batch]:
-        """The batches holding at least one unit that satisfies `predicate`."""
-        variants = [variant] if variant is not None else list(self.batches)
-        return [
-            batch
-            for name in variants
-            for batch in self.batches.get(name, [])
-            if any(predicate(unit) for unit in batch.units)
-        ]

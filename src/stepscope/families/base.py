@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
+from ..layouts import WeightLayout
 
 
 @dataclass
@@ -29,16 +30,6 @@ class Prepared:
     nega: dict[str, Any]
     call_kwargs: dict[str, Any]
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WeightLayout:
-    """One component of a family's weights folder: a glob (first match wins) and whether it is needed."""
-
-    component: str
-    patterns: tuple[str, ...]
-    required: bool = True
-    is_dir: bool = False
 
 
 class FamilyAdapter(Protocol):

@@ -55,40 +55,18 @@ from diffsynth.models.ltx2_video_vae import (
 from torch import nn
 
 from ..atomic import write_json
+from ..layouts import LTX23_LAYOUT
+from ..layouts import LTX_GEMMA_DIR as GEMMA_DIR
 from .base import (
     Prepared,
     StepScopeError,
-    WeightLayout,
     local_model_configs,
     signature_defaults,
     uint8_frames,
 )
 from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
 
-GEMMA_DIR = "google/gemma-3-12b-it-qat-q4_0-unquantized"
-REPACKAGE_DIR = "DiffSynth-Studio/LTX-2.3-Repackage"
-
-
-def _repackaged(component: str, file_name: str, required: bool = True) -> WeightLayout:
-    """A file of DiffSynth-Studio/LTX-2.3-Repackage: at the folder root or under the repo's own path."""
-    return WeightLayout(component, (file_name, f"{REPACKAGE_DIR}/{file_name}"), required)
-
-
-# The files of DiffSynth-Studio/LTX-2.3-Repackage (split from Lightricks/LTX-2.3's
-# ltx-2.3-22b-dev.safetensors by diffsynth's split_model_statedicts_ltx2.3.py) that a one-stage
-# image-to-video run loads, plus the Gemma-3 text encoder and its tokenizer.
-LAYOUT = (
-    _repackaged("dit", "transformer.safetensors"),
-    _repackaged("text_encoder_post_modules", "text_encoder_post_modules.safetensors"),
-    _repackaged("video_vae_encoder", "video_vae_encoder.safetensors"),
-    _repackaged("video_vae_decoder", "video_vae_decoder.safetensors"),
-    _repackaged("audio_vae_decoder", "audio_vae_decoder.safetensors"),
-    _repackaged("audio_vocoder", "audio_vocoder.safetensors"),
-    WeightLayout("text_encoder", (f"{GEMMA_DIR}/model-*.safetensors",)),
-    WeightLayout("tokenizer", (f"{GEMMA_DIR}/tokenizer_config.json",)),
-    # Only needed for audio inputs (retake / audio-to-video), which stepscope does not use.
-    _repackaged("audio_vae_encoder", "audio_vae_encoder.safetensors", required=False),
-)
+LAYOUT = LTX23_LAYOUT
 # Order in which the files go to `from_pretrained` (the order of diffsynth's examples).
 LOAD_ORDER = (
     "text_encoder",

@@ -17,28 +17,18 @@ import torch
 from PIL import Image
 
 from ..atomic import write_json
+from ..layouts import WAN21_LAYOUT, WAN22_LAYOUT
+from ..layouts import WAN_CLIP as CLIP
+from ..layouts import WAN_TEXT_ENCODER as TEXT_ENCODER
+from ..layouts import WAN_VAE as VAE
 from .base import (
     Prepared,
     StepScopeError,
-    WeightLayout,
     local_model_configs,
     signature_defaults,
     uint8_frames,
 )
 from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
-
-TOKENIZER = WeightLayout("tokenizer", ("google/umt5-xxl",), is_dir=True)
-TEXT_ENCODER = WeightLayout(
-    "text_encoder", ("models_t5_umt5-xxl-enc-bf16.safetensors", "models_t5_umt5-xxl-enc-bf16.pth")
-)
-VAE = WeightLayout("vae", ("Wan2.1_VAE.safetensors", "Wan2.1_VAE.pth"))
-CLIP = WeightLayout(
-    "image_encoder",
-    (
-        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.safetensors",
-        "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",
-    ),
-)
 
 # Keys of WanVideoPipeline.__call__ that go to the positive / negative branches (as in __call__).
 POSI_KEYS = ("prompt", "vap_prompt", "tea_cache_l1_thresh", "tea_cache_model_id", "num_inference_steps")
@@ -94,15 +84,7 @@ class WanFamily:
     def __init__(self, name: str, two_experts: bool):
         self.name = name
         self.two_experts = two_experts
-        if two_experts:
-            dits = (
-                WeightLayout("dit", ("high_noise_model/diffusion_pytorch_model*.safetensors",)),
-                WeightLayout("dit2", ("low_noise_model/diffusion_pytorch_model*.safetensors",)),
-            )
-            self.layout = (*dits, TEXT_ENCODER, VAE, TOKENIZER)
-        else:
-            dits = (WeightLayout("dit", ("diffusion_pytorch_model*.safetensors",)),)
-            self.layout = (*dits, TEXT_ENCODER, VAE, CLIP, TOKENIZER)
+        self.layout = WAN22_LAYOUT if two_experts else WAN21_LAYOUT
         self.experts = ("high_noise", "low_noise") if two_experts else ("dit",)
 
     # ----- weights -------------------------------------------------------------------------
