@@ -303,7 +303,7 @@ def run_decode_batch(
 
     A member: key, labels, fingerprint, run_dir, out_dir.
     """
-    from .jobs import DECODED_SUMMARY, decode_run, load_decoder
+    from .jobs import decode_run, load_decoder
 
     inject_fault_once()
     loader = LazyLoader(lambda: load_decoder(family, weights_dir, device))
@@ -314,7 +314,7 @@ def run_decode_batch(
             remove_stale(member["out_dir"])
             outcomes.add(member, "upstream_failed", **upstream_failure(member["run_dir"]))
             continue
-        summary = read_json(Path(member["out_dir"]) / DECODED_SUMMARY)
+        summary = read_json(Path(member["out_dir"]) / records.DECODED_SUMMARY)
         if (
             summary
             and summary.get("fingerprint") == member["fingerprint"]
@@ -375,7 +375,6 @@ def run_analysis_batch(
     """
     from .analysis_jobs import divergence_job, score_run_job
     from .figures import render_run_figures
-    from .jobs import CONTACT_SHEET, DECODED_SUMMARY
     from .records import RunRecords
     from .stepspec import parse_steps
 
@@ -387,7 +386,7 @@ def run_analysis_batch(
         run_meta = read_json(Path(member["run_dir"]) / records.META)
         summary = None
         if member["decoded_dir"] is not None:
-            summary = read_json(Path(member["decoded_dir"]) / DECODED_SUMMARY)
+            summary = read_json(Path(member["decoded_dir"]) / records.DECODED_SUMMARY)
         if run_meta is None or (member["decoded_dir"] is not None and summary is None):
             folder = member["run_dir"] if run_meta is None else member["decoded_dir"]
             remove_stale(member["figure_dir"], member["score_table"])
@@ -413,7 +412,9 @@ def run_analysis_batch(
             if member["score_table"] is not None:
                 score_run_job(
                     run_dir=member["run_dir"],
-                    decoded_summary=str(Path(member["decoded_dir"]) / DECODED_SUMMARY) if summary else None,
+                    decoded_summary=str(Path(member["decoded_dir"]) / records.DECODED_SUMMARY)
+                    if summary
+                    else None,
                     sample_dir=member["sample_dir"],
                     labels=member["labels"],
                     out=member["score_table"],
@@ -436,7 +437,7 @@ def run_analysis_batch(
         if redone & set(item["keys"]) or not os.path.exists(item["out"]):
             divergence_job(run_dirs=item["run_dirs"], labels=item["labels"], out=item["out"])
         written_divergences.append(item["out"])
-    _fill_report(members, done, report_figures, report_sheets, CONTACT_SHEET)
+    _fill_report(members, done, report_figures, report_sheets, records.CONTACT_SHEET)
     return write_receipt(
         receipt,
         "analysis",

@@ -24,9 +24,6 @@ from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run
 from .stepspec import parse_steps, resolve_steps
 
-DECODED_SUMMARY = "decoded.json"
-CONTACT_SHEET = "contact_sheet.png"
-
 
 def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
     """Build what to record from the config's `record` section (step specs checked against num_steps)."""
@@ -206,7 +203,7 @@ def decode_run(
         },
     )
     out = Path(out_dir)
-    (out / DECODED_SUMMARY).unlink(missing_ok=True)
+    (out / records.DECODED_SUMMARY).unlink(missing_ok=True)
     videos = out / "steps"
     videos.mkdir(parents=True, exist_ok=True)
     for stale in videos.glob("step_*.mp4"):
@@ -225,9 +222,9 @@ def decode_run(
             )
         )
     decode_s = time.perf_counter() - started
-    write_contact_sheet(out / CONTACT_SHEET, rows, run.meta)
+    write_contact_sheet(out / records.CONTACT_SHEET, rows, run.meta)
     write_json(
-        out / DECODED_SUMMARY,
+        out / records.DECODED_SUMMARY,
         {
             "steps": wanted,
             "run_dir": str(run_dir),

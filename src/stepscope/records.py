@@ -25,6 +25,10 @@ ACTIVATIONS_NPZ = "activations.npz"
 ACTIVATIONS_TABLE = "activations.parquet"
 META = "meta.json"
 RECORD_FILES = (VIDEO, STEPS, SCHEDULE, ACTIVATIONS_NPZ, ACTIVATIONS_TABLE, META)
+# Step decoding of a run (its own folder under decoded/): steps/step_SSSS.mp4, the contact sheet,
+# and the summary, written last.
+DECODED_SUMMARY = "decoded.json"
+CONTACT_SHEET = "contact_sheet.png"
 
 MAP_NAMES = ("norm", "frame_energy", "channel_var", "topk_channels", "topk_maps", "pca", "pca_explained")
 
