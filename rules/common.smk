@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import validate
 
+from stepscope import records
+from stepscope.batch_jobs import FIGURES_MARKER
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
 from stepscope.plan import (
@@ -340,7 +342,6 @@ def hub_lookup(kind, slug_name, revision):
 # ----- the batched plan (stepscope.plan; docs/workflow.md) -------------------------------------
 DECODE_STEPS = config["decode"]["steps"]
 DECODING = parse_steps(DECODE_STEPS) != frozenset()
-STAGES = ["sample", "decode", "analysis"] if DECODING else ["sample", "analysis"]
 
 
 def sample_files(unit):
@@ -385,7 +386,7 @@ def is_scored(unit):
 
 
 def analysis_outputs(unit):
-    outputs = [f"{LAYOUT.figure_dir(unit)}/figures.json"]
+    outputs = [f"{LAYOUT.figure_dir(unit)}/{FIGURES_MARKER}"]
     return outputs + ([LAYOUT.score_table(unit)] if is_scored(unit) else [])
 
 
@@ -437,11 +438,13 @@ def plan():
         "sample": StagePlan(
             "sample",
             sampled,
-            lambda unit: [f"{LAYOUT.run_dir(unit)}/meta.json", final_video(unit)],
+            lambda unit: [f"{LAYOUT.run_dir(unit)}/{records.META}", final_video(unit)],
             inputs=sample_files,
         ),
         "decode": StagePlan(
-            "decode", decoded, lambda unit: [f"{LAYOUT.decoded_dir(unit)}/decoded.json"]
+            "decode",
+            decoded,
+            lambda unit: [f"{LAYOUT.decoded_dir(unit)}/{records.DECODED_SUMMARY}"],
         ),
         "analysis": StagePlan(
             "analysis",
