@@ -38,14 +38,8 @@ def resources(path):
     return f"{RESOURCES}/{path}"
 
 
-def under(folder, name):
-    return f"{folder}/{name}"
-
-
 LAYOUT = Layout(RESULTS)
-RUN_DIR = results("runs/{variant}/{split}/{task}/{sample}/{run}")
 FIGURE_GROUP_DIR = results("figures/groups/{variant}/{split}/{task}")
-RECEIPT = results("batches/{stage}/{variant}/{batch}.json")
 CUSTOM_SPLIT = "custom"
 
 
@@ -355,6 +349,7 @@ def sample_files(unit):
     ]
 
 
+@functools.cache  # the plan's fingerprints and the batch jobs' params both need it
 def sampling_request(unit):
     """Everything a run's records depend on; its fingerprint decides whether they are current."""
     variant = config["variants"][unit.variant]
@@ -465,6 +460,11 @@ def plan():
     )
 
 
+def receipt_pattern(stage):
+    """A batch job's declared output: its receipt (stepscope.plan), named by variant and batch."""
+    return LAYOUT.receipt(stage, "{variant}", "{batch}")
+
+
 def batch_of(wildcards):
     return plan().batch(wildcards.variant, wildcards.batch)
 
@@ -483,9 +483,9 @@ def final_video(unit):
     return LAYOUT.video_link(video_model_name(unit.variant, unit.run), unit)
 
 
-def batch_sample_inputs(wildcards):
+def batch_sample_inputs(wildcards, units=None):
     """What a batch reads of its inputs: bench sample files (or the bench download), custom images."""
-    units = batch_of(wildcards).units
+    units = batch_of(wildcards).units if units is None else units
     return sorted({path for unit in units for path in sample_inputs(unit)})
 
 
@@ -567,7 +567,10 @@ def analysis_members(wildcards):
 def analysis_inputs(wildcards):
     inputs = {
         "runs": receipt_of("sample")(wildcards),
-        "samples": [f for f in batch_sample_inputs(wildcards) if CUSTOM_SPLIT not in f],
+        # the ground truth of the runs it scores (custom inputs have none)
+        "samples": batch_sample_inputs(
+            wildcards, [unit for unit in batch_of(wildcards).units if is_scored(unit)]
+        ),
     }
     if DECODING:
         inputs["decoded"] = receipt_of("decode")(wildcards)

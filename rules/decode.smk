@@ -9,7 +9,7 @@ rule decode_batch:
         unpack(weights_inputs),
         runs=receipt_of("sample"),
     output:
-        RECEIPT.replace("{stage}", "decode"),
+        receipt_pattern("decode"),
     log:
         results("logs/decode/{variant}/{batch}.log"),
     benchmark:

@@ -5,7 +5,7 @@ rule analysis_batch:
     input:
         unpack(analysis_inputs),
     output:
-        receipt=RECEIPT.replace("{stage}", "analysis"),
+        receipt=receipt_pattern("analysis"),
         figures=report(
             directory(results("report/figures/{variant}/{batch}")),
             patterns=["{split}/{task}/{sample}/{run}/{name}.png"],

@@ -6,7 +6,7 @@ rule sample_batch:
         unpack(weights_inputs),
         samples=batch_sample_inputs,
     output:
-        RECEIPT.replace("{stage}", "sample"),
+        receipt_pattern("sample"),
     log:
         results("logs/sample/{variant}/{batch}.log"),
     benchmark:

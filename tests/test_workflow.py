@@ -269,6 +269,9 @@ def test_deleted_outputs_are_redone_alone(small_run, tmp_path):
     snakemake("--configfile", config, "--cores", "2", cwd=work)
     assert any((work / "results/figures/runs").rglob("norm_vs_step.png"))
     assert file_times(work / "results/runs") == records
+    report = work / "results/report/figures/demo-wan22-vbvr"
+    assert sorted(path.name for path in report.iterdir()) == ["b0000.r1"]  # the superseded one is gone
+    assert any((report / "b0000.r1").rglob("norm_vs_step.png"))
 
     # One deleted run is sampled again; its batch mate is not touched.
     untouched = file_times(work / RUN_0)

@@ -153,7 +153,7 @@ def write_receipt(path: str, stage: str, variant: str, members: Members, **extra
         extra={"versions": package_versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra},
     )
     write_json(path, receipt.to_json())
-    _prune_older_generations(Path(path))
+    prune_older_generations(path)
     failed = receipt.failed
     print(
         f"[{stage}] batch {receipt.batch}: {len(receipt.members) - len(failed)} of "
@@ -164,18 +164,22 @@ def write_receipt(path: str, stage: str, variant: str, members: Members, **extra
     return receipt
 
 
-def _prune_older_generations(receipt: Path) -> None:
-    """Earlier receipts of the same batch describe outputs that have since been redone."""
+def prune_older_generations(path: str | Path) -> None:
+    """Remove the earlier generations beside a batch output (``bNNNN.rG.json`` or a ``bNNNN.rG``
+    folder): they describe outputs that have since been redone."""
+    path = Path(path)
+    suffix = path.suffix if path.suffix == ".json" else ""
     try:
-        index, generation = parse_batch_name(receipt.stem)
+        index, generation = parse_batch_name(path.name[: len(path.name) - len(suffix)])
     except ValueError:
-        return  # not a workflow receipt name: nothing to prune
-    for older in receipt.parent.glob(f"b{index:04d}.r*.json"):
+        return  # not named like a batch output: nothing to prune
+    for older in path.parent.glob(f"b{index:04d}.r*{suffix}"):
         try:
-            if parse_batch_name(older.stem)[1] < generation:
-                older.unlink()
+            older_generation = parse_batch_name(older.name[: len(older.name) - len(suffix)])[1]
         except ValueError:
             continue
+        if older_generation < generation:
+            remove_stale(str(older))
 
 
 class LazyLoader:
@@ -438,6 +442,8 @@ def run_analysis_batch(
             divergence_job(run_dirs=item["run_dirs"], labels=item["labels"], out=item["out"])
         written_divergences.append(item["out"])
     _fill_report(members, done, report_figures, report_sheets, records.CONTACT_SHEET)
+    prune_older_generations(report_figures)
+    prune_older_generations(report_sheets)
     return write_receipt(
         receipt,
         "analysis",
