@@ -22,6 +22,7 @@ rule probe:
     params:
         family=lambda wc: family(wc.variant),
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
+        sources=lambda wc: model_sources(config["variants"][wc.variant]["model"]),
         loras=lambda wc: lora_params(wc.variant),
         source=sample_source,
         swap_source=probe_swap_source,

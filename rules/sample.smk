@@ -20,6 +20,7 @@ rule sample_batch:
     params:
         family=lambda wc: family(wc.variant),
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
+        sources=lambda wc: model_sources(config["variants"][wc.variant]["model"]),
         loras=lambda wc: lora_params(wc.variant),
         device=config["device"],
         members=sample_members,

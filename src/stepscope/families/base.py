@@ -41,6 +41,8 @@ class FamilyAdapter(Protocol):
     layout: tuple[WeightLayout, ...]
     # The seed's sampler settings for keys a request leaves out (cfg_scale, steps, ...).
     defaults: dict[str, Any]
+    # Substring of the linear layers a tiny stand-in LoRA adapts (tests and the demo).
+    tiny_lora_match: str
 
     def make_tiny_weights(self, out_dir: Path) -> Path: ...
 

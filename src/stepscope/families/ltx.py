@@ -402,6 +402,7 @@ class LTXFamily:
     # The seed's settings: diffsynth's LTX-2 cfg 3.0, 40 steps as the seed's README runs LTX-2.3.
     defaults = {"num_inference_steps": DEFAULT_STEPS, "cfg_scale": DEFAULT_CFG}
     experts = ("dit",)
+    tiny_lora_match = "attn1.to_q"  # the layers a tiny stand-in LoRA adapts (video self-attention queries)
 
     def __init__(self, name: str = "ltx2.3"):
         self.name = name

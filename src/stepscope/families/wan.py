@@ -81,6 +81,7 @@ class WanFamily:
     spatial_multiple = 16
     default_fps = 16
     # The seed's settings (diffsynth's WanVideoPipeline defaults, as the VBVR authors ran them).
+    tiny_lora_match = "self_attn.q"  # the layers a tiny stand-in LoRA adapts (query projections)
     defaults = {"num_inference_steps": 50, "cfg_scale": 5.0, "sigma_shift": 5.0, "switch_boundary": 0.875}
 
     def __init__(self, name: str, two_experts: bool):
