@@ -94,6 +94,14 @@ def check_config():
             config_error(
                 f"models.{name}", "give repo_id (download), local_path, or tiny: true"
             )
+    device = config["device"]
+    with_loras = any(config["variants"][v].get("loras") for v in config["run_variants"])
+    if with_loras and (device["lora_mode"] == "hotload") == (device["offload"] == "none"):
+        config_error(
+            "device.lora_mode",
+            f"{device['lora_mode']!r} does not go with device.offload {device['offload']!r}: "
+            "hotload needs offload seed or cpu (diffsynth's VRAM management), fuse needs offload none",
+        )
     steps = [config["variants"][name]["steps"] for name in config["run_variants"]]
     for key, spec in (
         ("record.capture_steps", config["record"]["capture_steps"]),

@@ -21,7 +21,7 @@ from .errors import StepScopeError
 from .hooks import StepHook
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 STRATEGIES = ("latent", "velocity", "x0")
 NAME = re.compile(r"^ens-(latent|velocity|x0)-k(\d+)-(\d+)-(\d+)(-rescale)?$")

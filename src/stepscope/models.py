@@ -126,6 +126,13 @@ def load_pipeline(
             "LoRA hot-loading needs diffsynth's VRAM management: set device.offload to 'seed' or 'cpu', "
             "or device.lora_mode to 'fuse'"
         )
+    if loras and lora_mode == "fuse" and vram is not None:
+        # diffsynth fuses by module name, and VRAM management renames the wrapped blocks' layers:
+        # it would silently fuse nothing.
+        raise StepScopeError(
+            "fusing LoRAs needs the model without VRAM management: set device.offload to 'none' "
+            "(or device.lora_mode to 'hotload')"
+        )
     pipe = adapter.load_pipeline(Path(weights_dir), device=device, dtype=dtype, vram=vram, sources=sources)
     pipe.stepscope_loras = [apply_lora(pipe, adapter, lora, hotload=lora_mode == "hotload") for lora in loras or []]
     return pipe
@@ -164,6 +171,16 @@ def apply_lora(pipe, adapter, lora: LoraSpec, *, hotload: bool = True) -> dict[s
     }
 
 
+def lora_layer_names(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Layers by the names LoRA files use. Under VRAM management diffsynth wraps blocks (their
+    children then sit under `.module.`) and keeps each wrapped layer's original name in `.name`."""
+    names = {}
+    for name, layer in module.named_modules():
+        original = getattr(layer, "name", None)
+        names[original if isinstance(original, str) and original else name] = layer
+    return names
+
+
 def check_lora_fits(
     module: torch.nn.Module, converted: dict[str, torch.Tensor], path: Path
 ) -> tuple[list[str], list[str]]:
@@ -171,7 +188,7 @@ def check_lora_fits(
     layers = {name for name in (key.rsplit(".lora_B.", 1)[0] for key in converted if ".lora_B." in key)}
     if not layers:
         raise StepScopeError(f"LoRA file {path} holds no lora_A/lora_B pairs: is it a LoRA?")
-    modules = dict(module.named_modules())
+    modules = lora_layer_names(module)
     matched, skipped, problems = [], [], []
     for name in sorted(layers):
         target = modules.get(name)
@@ -209,7 +226,7 @@ def make_tiny_lora(
 
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, Any] = {}
-    for name, layer in module.named_modules():
+    for name, layer in lora_layer_names(module).items():
         if isinstance(layer, torch.nn.Linear) and match in name:
             out_features, in_features = layer.weight.shape
             tensors[f"{name}.lora_A.weight"] = torch.randn(rank, in_features, generator=generator) * scale
