@@ -96,7 +96,9 @@ def check_config():
             )
     device = config["device"]
     with_loras = any(config["variants"][v].get("loras") for v in config["run_variants"])
-    if with_loras and (device["lora_mode"] == "hotload") == (device["offload"] == "none"):
+    if with_loras and (device["lora_mode"] == "hotload") == (
+        device["offload"] == "none"
+    ):
         config_error(
             "device.lora_mode",
             f"{device['lora_mode']!r} does not go with device.offload {device['offload']!r}: "
@@ -175,7 +177,8 @@ def inputs():
 
 def variant_inputs(variant):
     """The inputs a variant runs: every input, or the bench tasks and samples its `task_globs` /
-    `samples_per_task` keep (e.g. a second family on a few tasks); custom inputs always."""
+    `samples_per_task` keep (e.g. a second family on a few tasks); custom inputs always.
+    """
     settings = config["variants"][variant]
     globs, limit = settings.get("task_globs"), settings.get("samples_per_task")
     for split, task, sample in inputs():
@@ -227,7 +230,8 @@ def model_marker(name):
 
 def source_entries(name):
     """A model's other repos (source -> {repo_id, revision, local_path}), for downloaded models the
-    family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all."""
+    family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all.
+    """
     model = config["models"][name]
     given = model.get("sources") or {}
     unknown = set(given) - set(family_sources(model["family"]))
@@ -393,7 +397,11 @@ def hub_repos():
     """
     repos = {}
     for name, model in config["models"].items():
-        if model.get("repo_id") and not model.get("local_path") and not model.get("tiny"):
+        if (
+            model.get("repo_id")
+            and not model.get("local_path")
+            and not model.get("tiny")
+        ):
             repos[("models", slug(model["repo_id"]), model.get("revision", "main"))] = {
                 "repo_id": model["repo_id"],
                 "patterns": allow_patterns(model["family"]),
