@@ -476,7 +476,11 @@ def decode_settings():
 
 
 def analysis_settings():
-    return {"layers": figure_layers(), "steps": config["figures"]["steps"]}
+    return {
+        "layers": figure_layers(),
+        "steps": config["figures"]["steps"],
+        "max_frames": config["figures"]["max_frames"],
+    }
 
 
 def is_scored(unit):

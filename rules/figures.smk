@@ -39,6 +39,7 @@ rule analysis_batch:
     params:
         layers=figure_layers(),
         steps=config["figures"]["steps"],
+        max_frames=config["figures"]["max_frames"],
         members=analysis_members,
         divergences=lambda wc: divergence_items(batch_of(wc)),
     script:

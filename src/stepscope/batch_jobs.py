@@ -368,6 +368,7 @@ def run_analysis_batch(
     variant: str,
     report_figures: str,
     report_sheets: str,
+    max_frames: int | None = 8,
 ) -> Receipt:
     """Figures and builtin scores of every member not up to date; cross-seed divergence per input;
     the report folders (hard links to every member's figures and contact sheet).
@@ -411,8 +412,12 @@ def run_analysis_batch(
             run = RunRecords(member["run_dir"])
             wanted_steps = parse_steps(steps, int(run.meta["settings"]["num_inference_steps"]))
             captured = run.captured_steps
-            chosen = None if wanted_steps is None else [s for s in captured if s in wanted_steps] or None
-            figures = render_run_figures(member["run_dir"], figure_dir, layers=layers, steps=chosen)
+            # `all` draws every captured step; a spec that matches no captured step falls back to
+            # the figures' default choice (first, middle, last, and Wan2.2's switch step)
+            chosen = captured if wanted_steps is None else [s for s in captured if s in wanted_steps] or None
+            figures = render_run_figures(
+                member["run_dir"], figure_dir, layers=layers, steps=chosen, max_frames=max_frames
+            )
             if member["score_table"] is not None:
                 score_run_job(
                     run_dir=member["run_dir"],

@@ -18,6 +18,10 @@ from .records import map_key
 
 PCA_ITERATIONS = 6
 PCA_OVERSAMPLE = 8
+# A component is accepted from the subspace iteration when its Ritz residual ||C v - theta v|| is at
+# most this fraction of its variance theta (then its angle to the exact component is at most
+# PCA_TOLERANCE / relative gap); otherwise the exact eigendecomposition is used (see pca_subspace).
+PCA_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -60,26 +64,68 @@ def _start_basis(dim: int, width: int, device: torch.device) -> torch.Tensor:
     return _START_BASES[key]
 
 
-def pca_subspace(x: torch.Tensor, mean: torch.Tensor, n_components: int = 3) -> dict[str, torch.Tensor]:
+def pca_subspace(
+    x: torch.Tensor, mean: torch.Tensor, n_components: int = 3, tolerance: float = PCA_TOLERANCE
+) -> dict[str, torch.Tensor]:
     """Device part of the PCA of tokens x (N, D) with channel means `mean` (D,).
 
     Subspace iteration from a fixed start (a few N x D x 11 products instead of a D x D
     eigendecomposition; D = 5120 for Wan 14B), never materialising the centred tokens. It
     returns the orthonormal basis (D, w), the centred tokens projected on it (N, w) and their
-    covariance (w, w); `finish_pca` does the w x w eigendecomposition on the host, because
-    linalg.eigh on a GPU synchronises with the host and would stall the DiT at every capture.
-    Dense (basis = identity) when D is small.
+    covariance (w, w); `finish_pca` does the eigendecomposition of that w x w matrix on the host.
+    Dense (basis = identity) when D is small. Flat or nearly degenerate spectra converge slowly,
+    so each of the top components is checked (`ritz_residuals`, one w x w host sync per capture)
+    and the exact decomposition (`exact_pca_basis`) replaces the subspace when one fails; the
+    result says which was used (`pca_exact`).
     """
     n_tokens, dim = x.shape
     if dim <= 256:
         basis = torch.eye(dim, device=x.device, dtype=torch.float32)
+        exact = True
     else:
         basis = _start_basis(dim, min(dim, n_components + PCA_OVERSAMPLE), x.device)
         for _ in range(PCA_ITERATIONS):
             projected = x @ basis - mean @ basis  # (x - mean) @ basis, broadcast over tokens
             basis, _ = torch.linalg.qr(x.T @ projected - torch.outer(mean, projected.sum(dim=0)))
+        projected = x @ basis - mean @ basis
+        cov_times_basis = (x.T @ projected - torch.outer(mean, projected.sum(dim=0))) / n_tokens
+        values, residuals = ritz_residuals(basis, cov_times_basis, n_components)
+        exact = bool((residuals > tolerance * values.clamp_min(1e-30)).any())
+        if exact:
+            basis = exact_pca_basis(x, mean, n_components)
     projected = x @ basis - mean @ basis
-    return {"pca_basis": basis, "pca_projected": projected, "pca_cov": projected.T @ projected / n_tokens}
+    return {
+        "pca_basis": basis,
+        "pca_projected": projected,
+        "pca_cov": projected.T @ projected / n_tokens,
+        "pca_exact": torch.tensor(exact),
+    }
+
+
+def ritz_residuals(
+    basis: torch.Tensor, cov_times_basis: torch.Tensor, n_components: int = 3
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top Ritz values theta_i of the covariance C in span(basis) and residuals ||C v_i - theta_i v_i||.
+
+    From `basis` Q (D, w) and C Q only: H = Q^T C Q gives theta and the Ritz vectors v = Q u, and
+    ||C v - theta v||^2 = u^T (CQ)^T (CQ) u - theta^2 (v orthonormal, v^T C v = theta).
+    """
+    small = (basis.T @ cov_times_basis).double()
+    values, vectors = torch.linalg.eigh((small + small.T) / 2)
+    order = torch.argsort(values, descending=True)[:n_components]
+    values, vectors = values[order], vectors[:, order]
+    gram = (cov_times_basis.T @ cov_times_basis).double()
+    squared = (vectors * (gram @ vectors)).sum(dim=0) - values**2
+    return values, squared.clamp_min(0).sqrt()
+
+
+def exact_pca_basis(x: torch.Tensor, mean: torch.Tensor, n_components: int = 3) -> torch.Tensor:
+    """The top principal directions (D, n) from the full covariance (float64 eigendecomposition)."""
+    centred = x - mean
+    cov = (centred.T.double() @ centred.double()) / x.shape[0]
+    values, vectors = torch.linalg.eigh(cov)
+    order = torch.argsort(values, descending=True)[:n_components]
+    return vectors[:, order].to(x.dtype)
 
 
 def finish_pca(
@@ -103,7 +149,7 @@ def finish_pca(
 def reduce_on_device(
     tokens: torch.Tensor, grid: tuple[int, int, int], top_k: int = 6
 ) -> dict[str, torch.Tensor]:
-    """The device half of `reduce_tokens`: no host synchronisation, small outputs only."""
+    """The device half of `reduce_tokens`: small outputs only (one small host sync: the PCA check)."""
     f, h, w = grid
     x = tokens.reshape(-1, tokens.shape[-1])
     if x.shape[0] != f * h * w:
@@ -113,11 +159,14 @@ def reduce_on_device(
     x = x.float()
     norm = torch.linalg.vector_norm(x, dim=1)
     channel_var, mean = torch.var_mean(x, dim=0, unbiased=False)
+    by_frame = norm.view(f, h * w)
     k = min(top_k, x.shape[1])
     top_channels = torch.topk(channel_var, k).indices
     return {
         "norm": norm.view(f, h, w),
-        "frame_energy": norm.view(f, h * w).mean(dim=1),
+        "frame_energy": by_frame.mean(dim=1),
+        # the seed's temporal energy: the L2 norm of the frame's token matrix
+        "frame_l2": torch.linalg.vector_norm(by_frame, dim=1),
         "channel_var": channel_var,
         "topk_channels": top_channels,
         "topk_maps": x[:, top_channels].T.reshape(k, f, h, w),
@@ -129,6 +178,7 @@ def finish_reduction(reduced: dict[str, torch.Tensor], grid: tuple[int, int, int
     """The host half: complete the PCA; drop the intermediate PCA tensors."""
     done = {name: value for name, value in reduced.items() if not name.startswith("pca_")}
     done.update(finish_pca(reduced, grid))
+    done["pca_exact"] = reduced["pca_exact"]
     return done
 
 
@@ -160,6 +210,7 @@ SPATIAL_MAPS = ("topk_maps", "pca")
 STORED_DTYPES = {
     "norm": np.float16,
     "frame_energy": np.float32,
+    "frame_l2": np.float32,
     "channel_var": np.float32,
     "topk_channels": np.int64,
     "topk_maps": np.float16,
@@ -235,9 +286,11 @@ class Recorder:
         """Copy this step's reduced maps to the host (one sync per step, not per hook)."""
         spatial = self.spec.wants_spatial_maps(self.step)
         for seed_index, layer, pass_, expert, grid, reduced in self.pending:
+            done = finish_reduction(reduced, grid)
+            pca_exact = bool(done.pop("pca_exact"))
             arrays = {
                 name: value.detach().cpu().numpy().astype(STORED_DTYPES[name])
-                for name, value in finish_reduction(reduced, grid).items()
+                for name, value in done.items()
                 if spatial or name not in SPATIAL_MAPS
             }
             store = self.maps.setdefault(seed_index, {})
@@ -255,6 +308,7 @@ class Recorder:
                     "width": w,
                     "dim": int(arrays["channel_var"].shape[0]),
                     **summary_row(arrays),
+                    "pca_exact": pca_exact,
                 }
             )
         self.pending.clear()

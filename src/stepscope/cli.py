@@ -1,5 +1,13 @@
 """Command line: `stepscope sample` (one image + prompt, no benchmark needed), `stepscope tiny-weights`,
-`stepscope demo-bench`."""
+`stepscope demo-bench`, and the seed's four tools as drop-in commands (same flags, same outputs;
+docs/seed-parity.md):
+
+  python tools/step_visualization.py ...          ->  stepscope step-visualization ...
+  python tools/token_visualization.py ...         ->  stepscope token-visualization ...
+  python tools/custom_step_visualization.py ...   ->  stepscope custom-step-visualization ...
+  python tools/custom_token_visualization.py ...  ->  stepscope custom-token-visualization ...
+
+Weights come from --weights DIR or the seed's ./models/<repo id> folders (never downloaded)."""
 
 from __future__ import annotations
 
@@ -30,7 +38,9 @@ def _lora(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stepscope", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stepscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample", help="run one image + prompt and record every step")
@@ -72,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("demo-bench", help="generate the small VBVR-format demo bench")
     bench.add_argument("--out", required=True, type=Path)
     bench.add_argument("--seed", type=int, default=0)
+
+    from .seed_tools import add_seed_commands
+
+    add_seed_commands(commands)
     return parser
 
 
@@ -144,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import generate_demo_bench
 
             print(generate_demo_bench(args.out, seed=args.seed))
+        else:
+            from .seed_tools import run_seed_command
+
+            return run_seed_command(args)
     except StepScopeError as error:
         print(f"stepscope: error: {error}", file=sys.stderr)
         return 2

@@ -8,7 +8,11 @@ drawn from the reduced maps of docs/records.md; no raw hidden state is needed.
 
 Conventions
 - Token "energy" is the per-token L2 norm over channels (the ``norm`` map).
-- Image panels show at most 8 latent frames (evenly subsampled, first and last kept).
+- Image panels show at most 8 latent frames (evenly subsampled, first and last kept) unless
+  `max_frames` says otherwise (None = all; config `figures.max_frames`).
+- Temporal energy here is ours, the mean token norm of a latent frame (``frame_energy``); the
+  seed's is the L2 norm of the frame's token matrix (``frame_l2``, `RunRecords.frame_l2`), drawn
+  by stepscope.seed_figures under the seed's file names. Each figure's axis label says which.
 - Functions that draw one layer at several steps use one colour scale for all those steps.
 - Across-steps plots of Wan2.2 runs (schedule ``expert`` has both ``high_noise`` and
   ``low_noise``) mark the expert switch with a dashed vertical line between the last high-noise
@@ -28,7 +32,7 @@ middle and last captured step plus, for Wan2.2, the first low-noise step:
   - ``temporal_energy_L20.png``: mean token norm per latent frame, one line per chosen step.
   - ``channel_importance_L20.png``: top-20 channel variances, one panel per chosen step.
   - ``topk_maps_L20_S0049.png``: the top-6 variance channels' maps across frames, at each of
-    ``topk_steps`` (by default only the last chosen step).
+    ``topk_steps`` (by default every chosen step that has spatial maps).
 
 File names written by `render_group_figures(run_dirs, out_dir)`:
 - ``group_norm_vs_step.png``: mean +- 1 s.d. across runs of the norm-vs-step curve, per layer.
@@ -159,9 +163,9 @@ def _mark_switch(ax, switch: int | None, *, color: str = "0.15", label: str | No
     )
 
 
-def frame_indices(frames: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
-    """At most `max_frames` evenly spaced latent-frame indices, first and last kept."""
-    if frames <= max_frames:
+def frame_indices(frames: int, max_frames: int | None = MAX_FRAMES) -> np.ndarray:
+    """At most `max_frames` evenly spaced latent-frame indices, first and last kept (None: all)."""
+    if max_frames is None or frames <= max_frames:
         return np.arange(frames)
     return np.unique(np.round(np.linspace(0, frames - 1, max_frames)).astype(int))
 
@@ -265,7 +269,7 @@ def plot_norm_heatmaps(
     layer: int,
     steps: int | Sequence[int] | None = None,
     pass_: str = "cond",
-    max_frames: int = MAX_FRAMES,
+    max_frames: int | None = MAX_FRAMES,
 ) -> dict[str, Any]:
     """Token-norm heatmap per latent frame (columns) at each step (rows); one colour scale."""
     rec = _records(rec)
@@ -316,7 +320,7 @@ def plot_pca_rgb(
     layer: int,
     steps: int | Sequence[int] | None = None,
     pass_: str = "cond",
-    max_frames: int = MAX_FRAMES,
+    max_frames: int | None = MAX_FRAMES,
 ) -> dict[str, Any]:
     """Tokens projected on their first 3 principal components, shown as RGB per frame and step.
 
@@ -381,7 +385,7 @@ def plot_temporal_energy(
         color = cmap(i / max(1, len(steps) - 1) * 0.9)
         ax.plot(frames, energy[i], marker="o", markersize=4, color=color, label=_step_label(rec, step))
     ax.set_xlabel("latent frame")
-    ax.set_ylabel("mean token L2 norm in the frame")
+    ax.set_ylabel("mean token L2 norm in the frame\n(stepscope's temporal energy)")
     ax.set_xticks(frames if len(frames) <= 25 else frames[:: int(np.ceil(len(frames) / 25))])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="denoising step", title_fontsize=8)
@@ -436,7 +440,7 @@ def plot_topk_channel_maps(
     layer: int,
     step: int,
     pass_: str = "cond",
-    max_frames: int = MAX_FRAMES,
+    max_frames: int | None = MAX_FRAMES,
 ) -> dict[str, Any]:
     """The stored top-k variance channels' values on the token grid, channels x frames.
 
@@ -530,7 +534,7 @@ def plot_layer_frame_grid(
     layers: Sequence[int] | None = None,
     pass_: str = "cond",
     clims: dict[int, tuple[float, float]] | None = None,
-    max_frames: int = MAX_FRAMES,
+    max_frames: int | None = MAX_FRAMES,
 ) -> dict[str, Any]:
     """Token-norm maps, layers (rows) x latent frames (columns), at one step.
 
@@ -660,7 +664,7 @@ def plot_step_frame_energy(
     ax.set_yticks(_integer_ticks(frames))
     ax.set_xlabel("denoising step (0 = noisiest)")
     ax.set_ylabel("latent frame")
-    fig.colorbar(mesh, ax=ax, label="mean token L2 norm in the frame")
+    fig.colorbar(mesh, ax=ax, label="mean token L2 norm in the frame\n(stepscope's temporal energy)")
     ax.set_title(
         f"Temporal energy (mean token norm per latent frame) across steps: layer {layer}, {pass_} pass\n"
         f"{run_label(rec.meta)}",
@@ -967,14 +971,15 @@ def render_run_figures(
     steps: Sequence[int] | None = None,
     topk_steps: Sequence[int] | None = None,
     pass_: str = "cond",
+    max_frames: int | None = MAX_FRAMES,
 ) -> list[Path]:
     """Write the per-run figure set (file names in the module docstring); return the paths.
 
     `layers` defaults to every captured layer; `steps` (for the per-step figures) defaults to
     3 evenly spaced captured steps (first, middle, last) plus, for Wan2.2, the first low-noise
     step (see `default_steps`). `topk_steps` (steps with a top-6 channel-map figure per layer)
-    defaults to the last of `steps` only, to keep the figure count down; the channel-importance
-    figure covers all of `steps`.
+    defaults to every one of `steps` that has spatial maps; the channel-importance figure covers
+    all of `steps`. `max_frames` caps the latent frames shown in image panels (None: all).
     """
     rec = RunRecords(Path(run_dir))
     out = Path(out_dir)
@@ -984,7 +989,7 @@ def render_run_figures(
         # PCA and top-k maps exist only at the run's spatial steps (record.map_steps).
         spatial = [step for step in steps if step in rec.spatial_steps] or _nearest(rec.spatial_steps, steps)
         if topk_steps is None:
-            topk_steps = spatial[-1:]
+            topk_steps = spatial
         else:
             topk_steps = [step for step in _as_steps(rec, topk_steps) if step in rec.spatial_steps]
         paths: list[Path] = []
@@ -1004,6 +1009,7 @@ def render_run_figures(
                     layers=layers,
                     pass_=pass_,
                     clims=clims,
+                    max_frames=max_frames,
                 )
             )
         for layer in layers:
@@ -1011,11 +1017,17 @@ def render_run_figures(
             keep(plot_step_frame_energy(rec, out / f"step_frame_energy_{tag}.png", layer=layer, pass_=pass_))
             keep(
                 plot_norm_heatmaps(
-                    rec, out / f"norm_heatmap_{tag}.png", layer=layer, steps=steps, pass_=pass_
+                    rec, out / f"norm_heatmap_{tag}.png", layer=layer, steps=steps, pass_=pass_,
+                    max_frames=max_frames,
                 )
             )
             if spatial:
-                keep(plot_pca_rgb(rec, out / f"pca_rgb_{tag}.png", layer=layer, steps=spatial, pass_=pass_))
+                keep(
+                    plot_pca_rgb(
+                        rec, out / f"pca_rgb_{tag}.png", layer=layer, steps=spatial, pass_=pass_,
+                        max_frames=max_frames,
+                    )
+                )
             keep(
                 plot_temporal_energy(
                     rec, out / f"temporal_energy_{tag}.png", layer=layer, steps=steps, pass_=pass_
@@ -1029,7 +1041,8 @@ def render_run_figures(
             for step in topk_steps:
                 keep(
                     plot_topk_channel_maps(
-                        rec, out / f"topk_maps_{tag}_S{step:04d}.png", layer=layer, step=step, pass_=pass_
+                        rec, out / f"topk_maps_{tag}_S{step:04d}.png", layer=layer, step=step, pass_=pass_,
+                        max_frames=max_frames,
                     )
                 )
         return paths

@@ -117,17 +117,19 @@ def sample_run(
     out_dir: str,
     ensemble: str | None = None,
     meta: dict[str, Any] | None = None,
+    progress: Any = None,
 ) -> str:
     """Sample one run of one input with a loaded pipeline and write its records to `out_dir`.
 
     A plain run samples `seeds[0]`; an ensemble runs its K seeds (from `seeds[0]` on) in lockstep
     and writes trajectory 0 (see stepscope.ensemble). `info` is `resolve_input`'s result and
-    `meta` is merged into meta.json (labels, provenance, timings).
+    `meta` is merged into meta.json (labels, provenance, timings); `progress`, a StepHook that only
+    reads (e.g. prints each step), is passed to plain runs.
     """
     height, width, num_frames = resolve_shape(settings, info)
     steps = int(settings["steps"])
     spec = record_spec(record, steps, int(settings.get("fps", 16)))
-    hook = None
+    hook = progress
     if ensemble:
         ensemble_spec = EnsembleSpec.from_name(ensemble)
         seeds = ensemble_spec.seeds(seeds[0])

@@ -30,7 +30,7 @@ RECORD_FILES = (VIDEO, STEPS, SCHEDULE, ACTIVATIONS_NPZ, ACTIVATIONS_TABLE, META
 DECODED_SUMMARY = "decoded.json"
 CONTACT_SHEET = "contact_sheet.png"
 
-MAP_NAMES = ("norm", "frame_energy", "channel_var", "topk_channels", "topk_maps", "pca", "pca_explained")
+MAP_NAMES = ("norm", "frame_energy", "frame_l2", "channel_var", "topk_channels", "topk_maps", "pca", "pca_explained")
 
 
 def x0_key(step: int) -> str:
@@ -165,6 +165,27 @@ class RunRecords:
     def map(self, layer: int, step: int, name: str, pass_: str = "cond") -> np.ndarray:
         return self.npz[map_key(layer, step, pass_, name)]
 
+    def frame_l2(self, layer: int, step: int, pass_: str = "cond") -> np.ndarray:
+        """The seed's temporal energy per latent frame: the L2 norm of the frame's token matrix,
+        sqrt(sum of squared token norms). Stored as `frame_l2`; records made before it was
+        recorded compute it from the (float16) `norm` map."""
+        key = map_key(layer, step, pass_, "frame_l2")
+        if key in self.npz.files:
+            return self.npz[key].astype(np.float64)
+        norm = self.map(layer, step, "norm", pass_).astype(np.float64)
+        return np.sqrt((norm.reshape(norm.shape[0], -1) ** 2).sum(axis=1))
+
+    def temporal_energy(self, pass_: str = "cond") -> pd.DataFrame:
+        """Tidy table (step, layer, frame, frame_l2, frame_mean_norm) of both temporal energies:
+        the seed's (`frame_l2`, L2 norm of the frame's tokens) and ours (mean token norm)."""
+        rows = []
+        for layer in self.layers:
+            for step in self.captured_steps:
+                l2 = self.frame_l2(layer, step, pass_)
+                mean = self.map(layer, step, "frame_energy", pass_).astype(np.float64)
+                rows += [(step, layer, frame, l2[frame], mean[frame]) for frame in range(len(l2))]
+        return pd.DataFrame(rows, columns=["step", "layer", "frame", "frame_l2", "frame_mean_norm"])
+
     @property
     def layers(self) -> list[int]:
         return sorted(self.activations["layer"].unique().tolist())
@@ -233,6 +254,7 @@ def write_activation_table(target: str | Path, rows: list[dict[str, Any]]) -> No
         "pca_ev1",
         "pca_ev2",
         "pca_ev3",
+        "pca_exact",
     ]
     write_parquet(target, pd.DataFrame(rows, columns=columns))
 

@@ -90,6 +90,7 @@ def reduce_tokens(x: np.ndarray, grid: tuple[int, int, int], k: int = TOPK) -> d
     return {
         "norm": norm.astype(np.float32),
         "frame_energy": norm.mean(axis=(1, 2)).astype(np.float32),
+        "frame_l2": np.sqrt((norm.astype(np.float64) ** 2).sum(axis=(1, 2))).astype(np.float32),
         "channel_var": channel_var.astype(np.float32),
         "topk_channels": topk.astype(np.int64),
         "topk_maps": topk_maps.astype(np.float32),

@@ -7,6 +7,7 @@ with redirect_to_log(snakemake.log[0]):
     run_analysis_batch(
         layers=snakemake.params.layers,
         steps=snakemake.params.steps,
+        max_frames=snakemake.params.max_frames,
         members=list(snakemake.params.members),
         divergences=list(snakemake.params.divergences),
         receipt=snakemake.output.receipt,
