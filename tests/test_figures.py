@@ -228,7 +228,7 @@ def test_render_run_figures_writes_stable_names(runs, tmp_path):
                 "channel_importance",
             )
         }
-        expected.add(f"topk_maps_{tag}_S{steps[-1]:04d}.png")
+        expected |= {f"topk_maps_{tag}_S{s:04d}.png" for s in steps}  # every drawn step
     assert names == expected
     assert all(p.stat().st_size > 1000 for p in paths)
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected

@@ -348,6 +348,16 @@ def run_decode_batch(
 # ----- figures and scores ----------------------------------------------------------------------
 
 
+def figure_steps(spec: str, run: records.RunRecords) -> list[int] | None:
+    """The captured steps `figures.steps` selects: `all` is every captured step; a spec that matches
+    none gives None, the figures' default choice (first, middle, last, Wan2.2's switch step)."""
+    from .stepspec import parse_steps
+
+    wanted = parse_steps(spec, int(run.meta["settings"]["num_inference_steps"]))
+    captured = run.captured_steps
+    return captured if wanted is None else [step for step in captured if step in wanted] or None
+
+
 def analysis_member_up_to_date(member: dict[str, Any], upstream: dict[str, Any]) -> bool:
     marker = read_json(Path(member["figure_dir"]) / FIGURES_MARKER)
     return bool(
@@ -380,7 +390,6 @@ def run_analysis_batch(
     from .analysis_jobs import divergence_job, score_run_job
     from .figures import render_run_figures
     from .records import RunRecords
-    from .stepspec import parse_steps
 
     inject_fault_once()
     outcomes = Members("analysis")
@@ -410,11 +419,7 @@ def run_analysis_batch(
             for stale in figure_dir.glob("*.png"):
                 stale.unlink()
             run = RunRecords(member["run_dir"])
-            wanted_steps = parse_steps(steps, int(run.meta["settings"]["num_inference_steps"]))
-            captured = run.captured_steps
-            # `all` draws every captured step; a spec that matches no captured step falls back to
-            # the figures' default choice (first, middle, last, and Wan2.2's switch step)
-            chosen = captured if wanted_steps is None else [s for s in captured if s in wanted_steps] or None
+            chosen = figure_steps(steps, run)
             figures = render_run_figures(
                 member["run_dir"], figure_dir, layers=layers, steps=chosen, max_frames=max_frames
             )
