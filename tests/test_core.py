@@ -125,6 +125,9 @@ def test_reductions_match_numpy_definitions():
     np.testing.assert_allclose(
         maps["frame_energy"], np.linalg.norm(tokens, axis=1).reshape(2, 12).mean(1), rtol=1e-5
     )
+    np.testing.assert_allclose(  # the seed's temporal energy: L2 norm of each frame's token matrix
+        maps["frame_l2"], np.linalg.norm(tokens.reshape(2, 12, 16), axis=(1, 2)), rtol=1e-5
+    )
     variance = tokens.var(axis=0)
     np.testing.assert_allclose(maps["channel_var"], variance, rtol=1e-5)
     assert list(maps["topk_channels"]) == list(np.argsort(-variance)[:4])
@@ -177,7 +180,7 @@ def test_spatial_maps_are_kept_only_at_map_steps(tiny_pipe, test_image, tmp_path
     ours(tiny_pipe("wan2.2"), "wan2.2", test_image, out_dir=tmp_path / "run", record=RecordSpec(capture=spec))
     run = RunRecords(tmp_path / "run")
     assert run.captured_steps == list(range(8)) and run.spatial_steps == [2, 7]
-    assert set(run.maps(3, 5)) == {"norm", "frame_energy", "channel_var", "topk_channels", "pca_explained"}
+    assert set(run.maps(3, 5)) == {"norm", "frame_energy", "frame_l2", "channel_var", "topk_channels", "pca_explained"}
     assert {"pca", "topk_maps"} <= set(run.maps(3, 7))
     paths = {p.name for p in render_run_figures(tmp_path / "run", tmp_path / "figures", steps=[0, 4, 7])}
     assert {"pca_rgb_L03.png", "topk_maps_L03_S0007.png", "norm_heatmap_L03.png"} <= paths

@@ -73,7 +73,9 @@ def _declared(action: argparse.Action):
 
 @pytest.mark.parametrize("command", sorted(SEED_FLAGS))
 def test_every_seed_flag_is_accepted_with_its_meaning(command):
-    actions = {a.option_strings[0]: a for a in _subparser(command)._actions if a.option_strings and a.dest != "help"}
+    actions = {
+        a.option_strings[0]: a for a in _subparser(command)._actions if a.option_strings and a.dest != "help"
+    }
     missing = sorted(set(SEED_FLAGS[command]) - set(actions))
     assert not missing, f"seed flags without an equivalent: {missing}"
     for flag, declared in SEED_FLAGS[command].items():
@@ -94,15 +96,15 @@ def test_help_shows_the_mapping_from_seed_commands():
 def _bench(root: Path) -> Path:
     from stepscope.bench import generate_demo_bench
 
-    return generate_demo_bench(root, splits=("In-Domain_50",), tasks_per_split=1, samples_per_task=1, num_frames=9)
+    return generate_demo_bench(
+        root, splits=("In-Domain_50",), tasks_per_split=1, samples_per_task=1, num_frames=9
+    )
 
 
 def _tree(root: Path) -> set[str]:
     """Every file and folder under root, except stepscope's own records folders."""
     return {
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if ".stepscope" not in p.relative_to(root).parts
+        str(p.relative_to(root)) for p in root.rglob("*") if ".stepscope" not in p.relative_to(root).parts
     }
 
 
@@ -157,13 +159,15 @@ def test_drop_in_commands_write_the_seed_tree_and_rerun_without_sampling(
     bench_flags = ["--eval_root", str(bench), "--max_samples", "1"]
     runs = {
         "step-visualization": (
-            bench_flags + ["--output_root", str(tmp_path / "step"), "--vis_steps", "1", "--save_noise_schedule"],
+            bench_flags
+            + ["--output_root", str(tmp_path / "step"), "--vis_steps", "1", "--save_noise_schedule"],
             tmp_path / "step",
             {f"In-Domain_50/{task}/00000.mp4", f"In-Domain_50/{task}/00000_steps/step_001.mp4"}
             | ({f"In-Domain_50/{task}/00000_noise_schedule.json"} if family != "ltx2.3" else set()),
         ),
         "token-visualization": (
-            bench_flags + ["--output_root", str(tmp_path / "token"), "--layers", "0", "1", "39", "--viz_steps", "1"],
+            bench_flags
+            + ["--output_root", str(tmp_path / "token"), "--layers", "0", "1", "39", "--viz_steps", "1"],
             tmp_path / "token",
             {f"In-Domain_50/{task}/00000/generated.mp4"}
             | {f"In-Domain_50/{task}/00000/{name}" for name in _token_files([0, 1], [1])},
@@ -171,12 +175,14 @@ def test_drop_in_commands_write_the_seed_tree_and_rerun_without_sampling(
         "custom-step-visualization": (
             custom + ["--output_dir", str(tmp_path / "cstep"), "--vis_steps", "0-0", "--save_noise_schedule"],
             tmp_path / "cstep",
-            {"generated.mp4", "steps/step_000.mp4"} | ({"noise_schedule.json"} if family != "ltx2.3" else set()),
+            {"generated.mp4", "steps/step_000.mp4"}
+            | ({"noise_schedule.json"} if family != "ltx2.3" else set()),
         ),
         "custom-token-visualization": (
             custom + ["--output_dir", str(tmp_path / "ctoken"), "--layers", "1", "--save_step_videos"],
             tmp_path / "ctoken",
-            {"generated.mp4", "step_videos/step_0000.mp4", "step_videos/step_0001.mp4"} | _token_files([1], [0, 1]),
+            {"generated.mp4", "step_videos/step_0000.mp4", "step_videos/step_0001.mp4"}
+            | _token_files([1], [0, 1]),
         ),
     }
     for command, (flags, out, expected) in runs.items():
@@ -205,10 +211,20 @@ def test_drop_in_commands_write_the_seed_tree_and_rerun_without_sampling(
 def test_one_bad_sample_fails_alone_with_a_nonzero_exit(tiny_weights, tmp_path, capsys):
     from stepscope.bench import generate_demo_bench
 
-    bench = generate_demo_bench(tmp_path / "bench", splits=("In-Domain_50",), tasks_per_split=1, samples_per_task=2, num_frames=9)
+    bench = generate_demo_bench(
+        tmp_path / "bench", splits=("In-Domain_50",), tasks_per_split=1, samples_per_task=2, num_frames=9
+    )
     (task,) = list((bench / "In-Domain_50").iterdir())
     (task / "00000" / "prompt.txt").write_text("")  # a broken sample
-    argv = ["step-visualization", "--model", "wan2.1", "--weights", str(tiny_weights("wan2.1")), "--device", "cpu"]
+    argv = [
+        "step-visualization",
+        "--model",
+        "wan2.1",
+        "--weights",
+        str(tiny_weights("wan2.1")),
+        "--device",
+        "cpu",
+    ]
     argv += ["--eval_root", str(bench), "--output_root", str(tmp_path / "out"), "--num_inference_steps", "1"]
     code, log = _run(argv, capsys)
     assert code == 1 and "1 of 2 inputs failed" in log and "00000" in log.split("inputs failed:")[1]
@@ -268,7 +284,9 @@ def test_seed_quantities_equal_numpy_on_a_manual_block_forward(tiny_pipe, test_i
     np.testing.assert_allclose(drawn["norm"], token_norm.reshape(f, h, w), rtol=1e-3)
     # temporal energy: the L2 (Frobenius) norm of each frame's token matrix
     frame_l2 = np.array([np.linalg.norm(tokens.reshape(f, h * w, d)[i]) for i in range(f)])
-    np.testing.assert_allclose(SF.plot_seed_temporal(rec, tmp_path / "t.png", layer=layer, step=step)["energy"], frame_l2, rtol=1e-5)
+    np.testing.assert_allclose(
+        SF.plot_seed_temporal(rec, tmp_path / "t.png", layer=layer, step=step)["energy"], frame_l2, rtol=1e-5
+    )
     np.testing.assert_allclose(rec.temporal_energy()["frame_l2"], frame_l2, rtol=1e-5)
     # channel importance: unbiased variance (torch's var default), top 20
     var = tokens.var(axis=0, ddof=1)
@@ -329,7 +347,7 @@ def _exact(tokens: np.ndarray):
 
 @pytest.mark.parametrize("name", sorted(SPECTRA))
 def test_subspace_pca_agrees_with_exact_svd_or_falls_back(name):
-    from stepscope.capture import pca_subspace, reduce_tokens
+    from stepscope.capture import pca_converged, pca_subspace, reduce_tokens
 
     tokens = _tokens_with_spectrum(SPECTRA[name], n=1024, seed=5)
     values, vectors, centred = _exact(tokens)
@@ -341,27 +359,60 @@ def test_subspace_pca_agrees_with_exact_svd_or_falls_back(name):
     ours = reduced["pca"].numpy().reshape(-1, 3).astype(np.float64)
     exact_proj = centred @ vectors[:, :3]
     for i in range(3):
-        gaps = [abs(values[i] - values[j]) / values[i] for j in (i - 1, i + 1) if 0 <= j]
+        gaps = [abs(values[i] - values[j]) / values[i] for j in (i - 1, i + 1) if j >= 0]
         if min(gaps) > 0.05:
-            cos = abs(ours[:, i] @ exact_proj[:, i]) / np.linalg.norm(ours[:, i]) / np.linalg.norm(exact_proj[:, i])
+            cos = (
+                abs(ours[:, i] @ exact_proj[:, i])
+                / np.linalg.norm(ours[:, i])
+                / np.linalg.norm(exact_proj[:, i])
+            )
             assert cos > 0.999, (name, i, cos)
     # the variance the three components capture is the exact top-3 variance (any basis of a tie)
-    captured = (ours**2).sum() / len(ours)
-    np.testing.assert_allclose(captured, values[:3].sum(), rtol=2e-3)
-    # where the subspace iteration alone is off, the check notices and the exact path is used
-    iterated = pca_subspace(x, x.mean(dim=0), tolerance=float("inf"))
-    cov = iterated["pca_cov"].double().numpy()
-    top = np.sort(np.linalg.eigvalsh(cov))[::-1][:3]
-    if np.abs(top - values[:3]).max() / values[0] > 1e-3:
-        assert bool(pca_subspace(x, x.mean(dim=0))["pca_exact"]), name
+    np.testing.assert_allclose((ours**2).sum() / len(ours), values[:3].sum(), rtol=2e-3)
+    # where the subspace iteration alone is off, the check notices it and the exact path is used
+    iterated = pca_subspace(x, x.mean(dim=0))
+    alone = np.sort(np.linalg.eigvalsh(iterated["pca_cov"].double().numpy()))[::-1][:3]
+    if np.abs(alone - values[:3]).max() / values[0] > 1e-3:
+        assert not pca_converged(iterated) and bool(reduced["pca_exact"]), name
 
 
 def test_subspace_pca_is_used_on_well_separated_spectra_and_exact_on_flat_ones():
-    from stepscope.capture import pca_subspace
+    from stepscope.capture import reduce_tokens
 
     exact_used = {}
     for name, spectrum in SPECTRA.items():
         x = torch.from_numpy(_tokens_with_spectrum(spectrum, n=1024, seed=5).astype(np.float32))
-        exact_used[name] = bool(pca_subspace(x, x.mean(dim=0))["pca_exact"])
-    assert exact_used["massive"] is False  # the cheap path where it is right
-    assert exact_used["near_degenerate"] and exact_used["flat_noise"]
+        exact_used[name] = bool(reduce_tokens(x, (4, 16, 16))["pca_exact"])
+    assert exact_used == {"massive": False, "tied_3_4": False, "near_degenerate": True, "flat_noise": True}
+
+
+def test_capture_keeps_no_tokens_when_channels_are_few():
+    from stepscope.capture import reduce_on_device
+
+    small = reduce_on_device(torch.randn(48, 64), (3, 4, 4))
+    assert "pca_tokens" not in small and "pca_ritz" not in small  # dense PCA: exact, nothing kept
+    wide = reduce_on_device(torch.randn(48, 300), (3, 4, 4))
+    assert wide["pca_tokens"].shape == (48, 300)
+
+
+def test_each_seed_tool_keeps_its_own_default_negative_prompt():
+    from stepscope.families.ltx import LTX_NEGATIVE_PROMPT
+    from stepscope.families.wan import WAN_NEGATIVE_PROMPT
+    from stepscope.seed_tools import negative_prompt
+
+    def default(command, model):
+        parser = _subparser(command)
+        required = (
+            ["--output_root", "o"]
+            if "custom" not in command
+            else ["--image", "i", "--prompt", "p", "--output_dir", "o"]
+        )
+        return negative_prompt(command, parser.parse_args(["--model", model, *required]))
+
+    assert default("step-visualization", "wan2.2") is None  # the family's default: Wan's prompt
+    assert default("step-visualization", "ltx2.3") is None  # ... and LTX-2.3's, the step tool's
+    assert default("token-visualization", "ltx2.3") == WAN_NEGATIVE_PROMPT  # the seed's token tool
+    assert LTX_NEGATIVE_PROMPT.startswith(default("custom-step-visualization", "ltx2.3"))
+    assert default("custom-step-visualization", "ltx2.3").endswith("artifacts")
+    assert default("custom-token-visualization", "ltx2.3").endswith("poor lighting")
+    assert default("custom-token-visualization", "wan2.1") is None

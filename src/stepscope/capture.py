@@ -20,7 +20,7 @@ PCA_ITERATIONS = 6
 PCA_OVERSAMPLE = 8
 # A component is accepted from the subspace iteration when its Ritz residual ||C v - theta v|| is at
 # most this fraction of its variance theta (then its angle to the exact component is at most
-# PCA_TOLERANCE / relative gap); otherwise the exact eigendecomposition is used (see pca_subspace).
+# PCA_TOLERANCE / relative gap); otherwise the exact eigendecomposition is used (see finish_pca).
 PCA_TOLERANCE = 1e-3
 
 
@@ -64,74 +64,92 @@ def _start_basis(dim: int, width: int, device: torch.device) -> torch.Tensor:
     return _START_BASES[key]
 
 
-def pca_subspace(
-    x: torch.Tensor, mean: torch.Tensor, n_components: int = 3, tolerance: float = PCA_TOLERANCE
-) -> dict[str, torch.Tensor]:
-    """Device part of the PCA of tokens x (N, D) with channel means `mean` (D,).
+def pca_subspace(x: torch.Tensor, mean: torch.Tensor, n_components: int = 3) -> dict[str, torch.Tensor]:
+    """Device part of the PCA of tokens x (N, D) with channel means `mean` (D,); no host sync.
 
     Subspace iteration from a fixed start (a few N x D x 11 products instead of a D x D
     eigendecomposition; D = 5120 for Wan 14B), never materialising the centred tokens. It
-    returns the orthonormal basis (D, w), the centred tokens projected on it (N, w) and their
-    covariance (w, w); `finish_pca` does the eigendecomposition of that w x w matrix on the host.
-    Dense (basis = identity) when D is small. Flat or nearly degenerate spectra converge slowly,
-    so each of the top components is checked (`ritz_residuals`, one w x w host sync per capture)
-    and the exact decomposition (`exact_pca_basis`) replaces the subspace when one fails; the
-    result says which was used (`pca_exact`).
+    returns the orthonormal basis Q (D, w), the centred tokens projected on it (N, w), their
+    covariance (w, w), and for the convergence check in `finish_pca` the two w x w matrices
+    Q^T C Q and (C Q)^T (C Q) (`pca_ritz`). Dense (basis = identity, exact) when D is small.
+    linalg.eigh on a GPU synchronises with the host and would stall the DiT at every capture, so
+    every eigendecomposition runs on the host at the end of the step.
     """
     n_tokens, dim = x.shape
     if dim <= 256:
         basis = torch.eye(dim, device=x.device, dtype=torch.float32)
-        exact = True
     else:
         basis = _start_basis(dim, min(dim, n_components + PCA_OVERSAMPLE), x.device)
         for _ in range(PCA_ITERATIONS):
             projected = x @ basis - mean @ basis  # (x - mean) @ basis, broadcast over tokens
             basis, _ = torch.linalg.qr(x.T @ projected - torch.outer(mean, projected.sum(dim=0)))
-        projected = x @ basis - mean @ basis
-        cov_times_basis = (x.T @ projected - torch.outer(mean, projected.sum(dim=0))) / n_tokens
-        values, residuals = ritz_residuals(basis, cov_times_basis, n_components)
-        exact = bool((residuals > tolerance * values.clamp_min(1e-30)).any())
-        if exact:
-            basis = exact_pca_basis(x, mean, n_components)
     projected = x @ basis - mean @ basis
-    return {
-        "pca_basis": basis,
-        "pca_projected": projected,
-        "pca_cov": projected.T @ projected / n_tokens,
-        "pca_exact": torch.tensor(exact),
-    }
+    out = {"pca_basis": basis, "pca_projected": projected, "pca_cov": projected.T @ projected / n_tokens}
+    if dim > 256:
+        cov_times_basis = (x.T @ projected - torch.outer(mean, projected.sum(dim=0))) / n_tokens
+        ritz = torch.stack([basis.T @ cov_times_basis, cov_times_basis.T @ cov_times_basis])
+        out.update({"pca_ritz": ritz, "pca_mean": mean})
+    return out
 
 
-def ritz_residuals(
-    basis: torch.Tensor, cov_times_basis: torch.Tensor, n_components: int = 3
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top Ritz values theta_i of the covariance C in span(basis) and residuals ||C v_i - theta_i v_i||.
+def ritz_residuals(ritz: torch.Tensor, n_components: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top Ritz values theta_i of the covariance C in span(Q) and their residuals ||C v_i - theta_i v_i||.
 
-    From `basis` Q (D, w) and C Q only: H = Q^T C Q gives theta and the Ritz vectors v = Q u, and
-    ||C v - theta v||^2 = u^T (CQ)^T (CQ) u - theta^2 (v orthonormal, v^T C v = theta).
+    From H = Q^T C Q (theta and the Ritz vectors v = Q u) and G = (C Q)^T (C Q):
+    ||C v - theta v||^2 = u^T G u - theta^2 (v orthonormal, v^T C v = theta).
     """
-    small = (basis.T @ cov_times_basis).double()
+    small, gram = ritz.double().cpu()
     values, vectors = torch.linalg.eigh((small + small.T) / 2)
     order = torch.argsort(values, descending=True)[:n_components]
     values, vectors = values[order], vectors[:, order]
-    gram = (cov_times_basis.T @ cov_times_basis).double()
     squared = (vectors * (gram @ vectors)).sum(dim=0) - values**2
     return values, squared.clamp_min(0).sqrt()
 
 
 def exact_pca_basis(x: torch.Tensor, mean: torch.Tensor, n_components: int = 3) -> torch.Tensor:
     """The top principal directions (D, n) from the full covariance (float64 eigendecomposition)."""
-    centred = x - mean
-    cov = (centred.T.double() @ centred.double()) / x.shape[0]
-    values, vectors = torch.linalg.eigh(cov)
+    centred = (x - mean).double()
+    values, vectors = torch.linalg.eigh(centred.T @ centred / x.shape[0])
     order = torch.argsort(values, descending=True)[:n_components]
     return vectors[:, order].to(x.dtype)
 
 
+def pca_converged(
+    reduced: dict[str, torch.Tensor], n_components: int = 3, tolerance: float = PCA_TOLERANCE
+) -> bool:
+    """Whether each of the top components from the subspace iteration is accurate: its Ritz residual
+    is at most `tolerance` times its variance (the dense path is exact)."""
+    if "pca_ritz" not in reduced:
+        return True
+    values, residuals = ritz_residuals(reduced["pca_ritz"], n_components)
+    return bool((residuals <= tolerance * values.clamp_min(1e-30)).all())
+
+
 def finish_pca(
-    reduced: dict[str, torch.Tensor], grid: tuple[int, int, int], n_components: int = 3
+    reduced: dict[str, torch.Tensor],
+    grid: tuple[int, int, int],
+    n_components: int = 3,
+    tolerance: float = PCA_TOLERANCE,
 ) -> dict[str, torch.Tensor]:
-    """Host part of the PCA: top components, their projections (f, h, w, 3) and explained ratios."""
+    """Host part of the PCA: top components, their projections (f, h, w, 3) and explained ratios.
+
+    Where the subspace iteration has not converged (flat or nearly degenerate spectra), the exact
+    eigendecomposition of the covariance replaces it, from the tokens the capture kept until the
+    end of the step; `pca_exact` says which one was used.
+    """
+    exact = "pca_ritz" not in reduced
+    if not pca_converged(reduced, n_components, tolerance):
+        x = reduced["pca_tokens"].float()
+        mean = reduced["pca_mean"]
+        basis = exact_pca_basis(x, mean, n_components)
+        projected = x @ basis - mean @ basis
+        reduced = {
+            **reduced,
+            "pca_basis": basis,
+            "pca_projected": projected,
+            "pca_cov": projected.T @ projected / len(x),
+        }
+        exact = True
     basis, projected, cov = (reduced[k].double().cpu() for k in ("pca_basis", "pca_projected", "pca_cov"))
     values, vectors = torch.linalg.eigh(cov)
     order = torch.argsort(values, descending=True)[:n_components]
@@ -142,6 +160,7 @@ def finish_pca(
     return {
         "pca": pca.float().view(f, h, w, -1),
         "pca_explained": (values[order].clamp_min(0) / total_variance).float(),
+        "pca_exact": torch.tensor(exact),
     }
 
 
@@ -149,7 +168,7 @@ def finish_pca(
 def reduce_on_device(
     tokens: torch.Tensor, grid: tuple[int, int, int], top_k: int = 6
 ) -> dict[str, torch.Tensor]:
-    """The device half of `reduce_tokens`: small outputs only (one small host sync: the PCA check)."""
+    """The device half of `reduce_tokens`: no host synchronisation, small outputs only."""
     f, h, w = grid
     x = tokens.reshape(-1, tokens.shape[-1])
     if x.shape[0] != f * h * w:
@@ -162,6 +181,9 @@ def reduce_on_device(
     by_frame = norm.view(f, h * w)
     k = min(top_k, x.shape[1])
     top_channels = torch.topk(channel_var, k).indices
+    pca = pca_subspace(x, mean)
+    if "pca_ritz" in pca:  # kept until the end of the step, for the exact PCA if the check fails
+        pca["pca_tokens"] = tokens.reshape(x.shape).detach().clone()
     return {
         "norm": norm.view(f, h, w),
         "frame_energy": by_frame.mean(dim=1),
@@ -170,7 +192,7 @@ def reduce_on_device(
         "channel_var": channel_var,
         "topk_channels": top_channels,
         "topk_maps": x[:, top_channels].T.reshape(k, f, h, w),
-        **pca_subspace(x, mean),
+        **pca,
     }
 
 
@@ -178,7 +200,6 @@ def finish_reduction(reduced: dict[str, torch.Tensor], grid: tuple[int, int, int
     """The host half: complete the PCA; drop the intermediate PCA tensors."""
     done = {name: value for name, value in reduced.items() if not name.startswith("pca_")}
     done.update(finish_pca(reduced, grid))
-    done["pca_exact"] = reduced["pca_exact"]
     return done
 
 

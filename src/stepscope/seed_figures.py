@@ -160,7 +160,8 @@ def plot_seed_layer_grid(rec: RunRecords, path: Path, *, layers: Sequence[int], 
 def plot_seed_norm_evolution(rec: RunRecords, path: Path, *, layers: Sequence[int]) -> dict[str, Any]:
     steps = rec.captured_steps
     curves = {
-        layer: np.array([rec.map(layer, s, "norm").astype(np.float64).mean() for s in steps]) for layer in layers
+        layer: np.array([rec.map(layer, s, "norm").astype(np.float64).mean() for s in steps])
+        for layer in layers
     }
     fig = _new_figure(12, 5)
     ax = fig.subplots()
@@ -226,14 +227,20 @@ def render_seed_feature_maps(
             folder = root / f"step_{step:04d}"
             for layer in layers:
                 for suffix, plot in PER_LAYER.items():
-                    paths.append(plot(rec, folder / f"L{layer:02d}_{suffix}.png", layer=layer, step=step)["path"])
+                    paths.append(
+                        plot(rec, folder / f"L{layer:02d}_{suffix}.png", layer=layer, step=step)["path"]
+                    )
             for name, plot in PER_STEP.items():
                 paths.append(plot(rec, folder / f"{name}.png", layers=sorted(layers), step=step)["path"])
         summary = root / "summary"
-        paths.append(plot_seed_norm_evolution(rec, summary / "norm_evolution.png", layers=sorted(layers))["path"])
+        paths.append(
+            plot_seed_norm_evolution(rec, summary / "norm_evolution.png", layers=sorted(layers))["path"]
+        )
         for layer in sorted(layers):
             paths.append(
-                plot_seed_temporal_heatmap(rec, summary / f"temporal_heatmap_L{layer:02d}.png", layer=layer)["path"]
+                plot_seed_temporal_heatmap(rec, summary / f"temporal_heatmap_L{layer:02d}.png", layer=layer)[
+                    "path"
+                ]
             )
         return paths
     finally:

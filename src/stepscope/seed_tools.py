@@ -89,10 +89,16 @@ SEED_TOOLS = {
         "tools/token_visualization.py", True, True, "the seed's token feature maps over VBVR-Bench"
     ),
     "custom-step-visualization": SeedTool(
-        "tools/custom_step_visualization.py", False, False, "the seed's step visualization of one image + prompt"
+        "tools/custom_step_visualization.py",
+        False,
+        False,
+        "the seed's step visualization of one image + prompt",
     ),
     "custom-token-visualization": SeedTool(
-        "tools/custom_token_visualization.py", False, True, "the seed's token feature maps of one image + prompt"
+        "tools/custom_token_visualization.py",
+        False,
+        True,
+        "the seed's token feature maps of one image + prompt",
     ),
 }
 
@@ -114,7 +120,9 @@ def add_seed_arguments(parser: argparse.ArgumentParser, tool: SeedTool) -> None:
     lora.add_argument("--low_noise_lora_path", type=str, default=None, help="Low-noise DiT LoRA (wan2.2)")
     lora.add_argument("--lora_alpha", type=float, default=1.0)
     if tool.bench:
-        parser.add_argument("--eval_root", type=str, default="./data/VBVR-Bench", help="Root of VBVR-Bench data")
+        parser.add_argument(
+            "--eval_root", type=str, default="./data/VBVR-Bench", help="Root of VBVR-Bench data"
+        )
         parser.add_argument("--output_root", type=str, required=True)
         parser.add_argument("--max_samples", type=int, default=None)
     if tool.token:
@@ -138,7 +146,10 @@ def add_seed_arguments(parser: argparse.ArgumentParser, tool: SeedTool) -> None:
         help="weights folder (default: the seed's ./models/<repo id>, or $DIFFSYNTH_MODEL_BASE_PATH/<repo id>)",
     )
     ours.add_argument(
-        "--text_encoder", type=str, default=None, help="ltx2.3: the Gemma-3 folder (default: the seed's ./models/google/...)"
+        "--text_encoder",
+        type=str,
+        default=None,
+        help="ltx2.3: the Gemma-3 folder (default: the seed's ./models/google/...)",
     )
     ours.add_argument("--device", type=str, default=None, help="default: cuda if available, else cpu")
     ours.add_argument("--dtype", type=str, default=None, choices=["bf16", "fp16", "fp32"])
@@ -183,7 +194,10 @@ def lora_list(args: argparse.Namespace) -> list[dict[str, Any]]:
         ignored = ("--lora_path", args.lora_path)
     else:
         chosen = [{"path": args.lora_path, "target": "dit", "alpha": alpha}]
-        ignored = ("--high_noise_lora_path/--low_noise_lora_path", args.high_noise_lora_path or args.low_noise_lora_path)
+        ignored = (
+            "--high_noise_lora_path/--low_noise_lora_path",
+            args.high_noise_lora_path or args.low_noise_lora_path,
+        )
     if ignored[1]:
         print(f"Note: {ignored[0]} is not used by {args.model} (the seed tool ignores it too)", flush=True)
     return [item for item in chosen if item["path"]]
@@ -296,108 +310,131 @@ def write_noise_schedule(run_dir: Path, target: Path) -> None:
     the Wan default, so the values agree)."""
     schedule = records.RunRecords(run_dir).schedule
     rows = [
-        {"step": int(row.step), "timestep": round(float(row.timestep), 4), "sigma": round(float(row.sigma), 6)}
+        {
+            "step": int(row.step),
+            "timestep": round(float(row.timestep), 4),
+            "sigma": round(float(row.sigma), 6),
+        }
         for row in schedule.itertuples()
     ]
     write_json(target, rows)
 
 
+@dataclass
+class Request:
+    """What one seed command asks of every input: model, sampling settings, what to record and show."""
+
+    command: str
+    tool: SeedTool
+    args: argparse.Namespace
+    weights: str
+    sources: dict[str, str] | None
+    loras: list[dict[str, Any]]
+    settings: dict[str, Any]
+    layers: list[int]  # token tools: the layers to capture (the DiT's missing ones are dropped)
+    shown_steps: list[int]  # --vis_steps / --viz_steps
+    decoded_steps: list[int]  # steps whose x0-hat becomes a step video
+
+    @classmethod
+    def from_args(cls, command: str, args: argparse.Namespace) -> Request:
+        tool = SEED_TOOLS[command]
+        weights, sources = model_folders(args)
+        steps = int(args.num_inference_steps)
+        shown = steps_of(args.viz_steps if tool.token else args.vis_steps, steps)
+        if tool.token:
+            decoded = steps_of("all", steps) if args.save_step_videos else []
+        else:
+            decoded = shown
+        settings = {
+            "steps": steps,
+            "fps": int(args.fps),
+            "negative_prompt": negative_prompt(command, args),
+            "num_frames": None if tool.bench else int(args.num_frames),
+        }
+        layers = sorted(set(args.layers)) if tool.token else []
+        return cls(command, tool, args, weights, sources, lora_list(args), settings, layers, shown, decoded)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "family": self.args.model,
+                "weights": self.weights,
+                "sources": self.sources,
+                "loras": self.loras,
+                "settings": self.settings,
+                "seed": int(self.args.seed),
+                "layers": self.layers,
+                "shown_steps": self.shown_steps,
+                "decoded_steps": self.decoded_steps,
+            }
+        )
+
+    def load_pipeline(self):
+        from .jobs import load_job_pipeline
+
+        device = {"device": self.args.device, "dtype": self.args.dtype, "offload": self.args.offload}
+        return load_job_pipeline(self.args.model, self.weights, self.loras, device, self.sources)
+
+
+def outputs_current(job: Job, fingerprint_: str, stamps: dict[str, list[int]]) -> bool:
+    from .batch_jobs import read_json
+
+    done = read_json(job.out["records"] / DONE_FILE)
+    return bool(
+        done
+        and done.get("fingerprint") == fingerprint_
+        and done.get("input_stamps") == stamps
+        and all(Path(path).exists() for path in done.get("outputs", []))
+    )
+
+
 def run_tool(command: str, args: argparse.Namespace) -> int:
-    """Run a seed tool's work with stepscope's machinery; 0 when every sample succeeded, else 1."""
-    from .batch_jobs import LazyLoader, link_file, read_json
-    from .jobs import decode_run, load_job_pipeline, resolve_input, sample_run
-    from .seed_figures import render_seed_feature_maps
+    """Run a seed tool's work with stepscope's machinery; 0 when every input succeeded, else 1."""
+    from .batch_jobs import LazyLoader, _release_accelerator_memory
 
-    tool = SEED_TOOLS[command]
-    weights, sources = model_folders(args)
-    loras = lora_list(args)
-    device = {"device": args.device, "dtype": args.dtype, "offload": args.offload}
-    steps = int(args.num_inference_steps)
-    shown_spec = args.viz_steps if tool.token else args.vis_steps
-    shown_steps = steps_of(shown_spec, steps)
-    layers = sorted(set(args.layers)) if tool.token else []
-    decoded_steps = (steps_of("all", steps) if args.save_step_videos else []) if tool.token else shown_steps
-    is_ltx = args.model == "ltx2.3"
-    settings = {
-        "steps": steps,
-        "fps": int(args.fps),
-        "negative_prompt": negative_prompt(command, args),
-        "num_frames": None if tool.bench else int(args.num_frames),
-    }
-    jobs = bench_jobs(tool, args) if tool.bench else [custom_job(tool, args)]
-    if not tool.bench:
+    request = Request.from_args(command, args)
+    jobs = bench_jobs(request.tool, args) if request.tool.bench else [custom_job(request.tool, args)]
+    if not request.tool.bench:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-
     print("=" * 60)
-    print(f"stepscope {command} (drop-in for the seed's {tool.script})")
-    print(f"  model:   {args.model}  weights: {weights}" + (f"  sources: {sources}" if sources else ""))
-    print(f"  inputs:  {len(jobs)}  steps: {steps}  shown steps: {shown_spec}" + (f"  layers: {layers}" if layers else ""))
+    print(f"stepscope {command} (drop-in for the seed's {request.tool.script})")
+    print(f"  model:   {args.model}  weights: {request.weights}  sources: {request.sources}")
+    print(f"  inputs:  {len(jobs)}  steps: {request.settings['steps']}  shown: {request.shown_steps}")
+    if request.layers:
+        print(f"  layers:  {request.layers}")
     print("=" * 60, flush=True)
 
-    def load():
-        pipe = load_job_pipeline(args.model, weights, loras, device, sources)
-        return pipe
-
-    loader = LazyLoader(load)
+    loader = LazyLoader(request.load_pipeline)
+    fingerprint_ = request.fingerprint
     failures: list[tuple[str, str]] = []
     for index, job in enumerate(jobs, 1):
-        run_dir, decoded_dir = job.out["records"] / "run", job.out["records"] / "decoded"
         stamps = input_stamps(job.inputs)
-        request = {
-            "family": args.model,
-            "weights": weights,
-            "sources": sources,
-            "loras": loras,
-            "settings": settings,
-            "seed": int(args.seed),
-            "layers": layers,
-            "shown_steps": shown_steps,
-            "decoded_steps": decoded_steps,
-        }
-        sample_fp = fingerprint({key: request[key] for key in ("family", "weights", "sources", "loras", "settings", "seed", "layers", "shown_steps", "decoded_steps")})
-        done = read_json(job.out["records"] / DONE_FILE)
-        if done and done.get("fingerprint") == sample_fp and done.get("input_stamps") == stamps and all(
-            Path(path).exists() for path in done.get("outputs", [])
-        ):
+        if outputs_current(job, fingerprint_, stamps):
             print(f"[{index}/{len(jobs)}] {job.name}: up to date, skipped", flush=True)
             continue
         print(f"[{index}/{len(jobs)}] {job.name}", flush=True)
         started = time.perf_counter()
         try:
             (job.out["records"] / DONE_FILE).unlink(missing_ok=True)
-            outputs = _run_job(
-                job,
-                tool,
-                args,
-                loader=loader,
-                run_dir=run_dir,
-                decoded_dir=decoded_dir,
-                sample_fp=sample_fp,
-                stamps=stamps,
-                settings=settings,
-                layers=layers,
-                shown_steps=shown_steps,
-                decoded_steps=decoded_steps,
-                is_ltx=is_ltx,
-                helpers=(resolve_input, sample_run, decode_run, link_file, read_json, render_seed_feature_maps),
-            )
+            outputs = run_job(request, job, loader, fingerprint_, stamps)
             write_json(
                 job.out["records"] / DONE_FILE,
                 {
-                    "fingerprint": sample_fp,
+                    "fingerprint": fingerprint_,
                     "input_stamps": stamps,
                     "outputs": [str(path) for path in outputs],
                     "command": command,
-                    "seed_tool": f"{SEED_REPO}@{SEED_COMMIT}:{tool.script}",
+                    "seed_tool": f"{SEED_REPO}@{SEED_COMMIT}:{request.tool.script}",
                     "seconds": time.perf_counter() - started,
                 },
             )
             print(f"    Saved: {job.out['video']} ({time.perf_counter() - started:.1f} s)", flush=True)
-        except Exception as error:  # one sample's failure must not cost the others their results
+        except Exception as error:  # one input's failure must not cost the others their results
             failures.append((job.name, f"{type(error).__name__}: {error}"))
             print(f"  Error on {job.name}: {error}", flush=True)
             traceback.print_exc()
-            _release_memory()
+            _release_accelerator_memory()
     if failures:
         print(f"\n{len(failures)} of {len(jobs)} inputs failed:", flush=True)
         for name, error in failures:
@@ -407,13 +444,7 @@ def run_tool(command: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _release_memory() -> None:
-    from .batch_jobs import _release_accelerator_memory
-
-    _release_accelerator_memory()
-
-
-def _usable_layers(pipe, family: str, layers: list[int]) -> list[int]:
+def usable_layers(pipe, family: str, layers: list[int]) -> list[int]:
     """The seed hooks only the layers its DiT has (`lid < len(blocks)`) and skips the others."""
     from .families import get_family
 
@@ -421,26 +452,39 @@ def _usable_layers(pipe, family: str, layers: list[int]) -> list[int]:
     count = min(len(getattr(dit, adapter.block_list_name)) for dit in adapter.dit_modules(pipe).values())
     kept = [layer for layer in layers if layer < count]
     if kept != layers:
-        print(f"    layers {sorted(set(layers) - set(kept))} skipped: the DiT has {count} blocks (as the seed)", flush=True)
+        skipped = sorted(set(layers) - set(kept))
+        print(
+            f"    layers {skipped} skipped: the DiT has {count} blocks (the seed skips them too)", flush=True
+        )
     return kept
 
 
-def _run_job(job: Job, tool: SeedTool, args, *, loader, run_dir, decoded_dir, sample_fp, stamps, settings,
-             layers, shown_steps, decoded_steps, is_ltx, helpers) -> list[Path]:  # fmt: skip
-    """Sample (unless its records are current), decode the wanted steps, link and draw the seed's outputs."""
-    resolve_input, sample_run, decode_run, link_file, read_json, render_seed_feature_maps = helpers
-    outputs: list[Path] = []
+def run_job(
+    request: Request, job: Job, loader, fingerprint_: str, stamps: dict[str, list[int]]
+) -> list[Path]:
+    """One input: sample (unless its records are current), decode the wanted steps (unless current),
+    then link the videos and draw the figures under the seed's names; returns the seed outputs."""
+    from .batch_jobs import link_file, read_json
+    from .jobs import decode_run, resolve_input, sample_run
+    from .seed_figures import render_seed_feature_maps
+
+    args, tool = request.args, request.tool
+    run_dir, decoded_dir = job.out["records"] / "run", job.out["records"] / "decoded"
     meta = read_json(run_dir / records.META)
-    if not (meta and records.is_complete(run_dir) and meta.get("fingerprint") == sample_fp
-            and meta.get("input_stamps") == stamps):  # fmt: skip
+    current = (
+        meta
+        and records.is_complete(run_dir)
+        and meta.get("fingerprint") == fingerprint_
+        and meta.get("input_stamps") == stamps
+    )
+    if not current:
         info = resolve_input(job.source)  # a bad input fails before the model loads
         pipe = loader.get()
-        used_layers = _usable_layers(pipe, args.model, layers)
         record = {
-            "layers": used_layers,
+            "layers": usable_layers(pipe, args.model, request.layers),
             "capture_steps": "all",
-            "map_steps": ",".join(map(str, shown_steps)) or "none",
-            "x0_steps": ",".join(map(str, decoded_steps)) or "none",
+            "map_steps": request.shown_steps,
+            "x0_steps": request.decoded_steps,
             "passes": ["cond"],
             "top_k": 6,
         }
@@ -448,15 +492,15 @@ def _run_job(job: Job, tool: SeedTool, args, *, loader, run_dir, decoded_dir, sa
             pipe,
             args.model,
             info=info,
-            settings=settings,
+            settings=request.settings,
             record=record,
             seeds=[int(args.seed)],
             out_dir=str(run_dir),
-            progress=StepProgress(job.name, settings["steps"]),
+            progress=StepProgress(job.name, request.settings["steps"]),
             meta={
                 "variant": f"seed-{args.model}",
                 "run_id": os.urandom(8).hex(),
-                "fingerprint": sample_fp,
+                "fingerprint": fingerprint_,
                 "input_stamps": stamps,
                 "loras": pipe.stepscope_loras,
                 "timings": {"load_s": loader.load_s},
@@ -464,26 +508,34 @@ def _run_job(job: Job, tool: SeedTool, args, *, loader, run_dir, decoded_dir, sa
             },
         )
     link_file(run_dir / records.VIDEO, job.out["video"])
-    outputs.append(job.out["video"])
-    if decoded_steps:
-        run_meta = read_json(run_dir / records.META)
+    outputs = [job.out["video"]]
+    if request.decoded_steps:
+        run_id = read_json(run_dir / records.META).get("run_id")
         summary = read_json(decoded_dir / records.DECODED_SUMMARY)
-        if not (summary and summary.get("run_id") == run_meta.get("run_id") and summary.get("steps") == decoded_steps):
-            decode_run(loader.get(), args.model, run_dir=str(run_dir), steps=decoded_steps, out_dir=str(decoded_dir))
-        folder, width = (job.out["step_videos"], 4) if tool.token else (job.out["steps"], 3)
-        for step in decoded_steps:
-            target = folder / f"step_{step:0{width}d}.mp4"
+        if not (
+            summary and summary.get("run_id") == run_id and summary.get("steps") == request.decoded_steps
+        ):
+            decode_run(
+                loader.get(),
+                args.model,
+                run_dir=str(run_dir),
+                steps=request.decoded_steps,
+                out_dir=str(decoded_dir),
+            )
+        folder, digits = (job.out["step_videos"], 4) if tool.token else (job.out["steps"], 3)
+        for step in request.decoded_steps:
+            target = folder / f"step_{step:0{digits}d}.mp4"
             link_file(decoded_dir / "steps" / f"step_{step:04d}.mp4", target)
             outputs.append(target)
-    if not tool.token and args.save_noise_schedule and not is_ltx:
+    if not tool.token and args.save_noise_schedule and args.model != "ltx2.3":  # the seed skips LTX
         write_noise_schedule(run_dir, job.out["schedule"])
         outputs.append(job.out["schedule"])
     if tool.token:
-        captured = records.RunRecords(run_dir).layers if layers else []
+        captured = records.RunRecords(run_dir).layers if request.layers else []
+        layers = [layer for layer in args.layers if layer in captured]  # the seed's order
         outputs += render_seed_feature_maps(
-            run_dir, job.out["figures"], layers=[layer for layer in args.layers if layer in captured],
-            viz_steps=shown_steps,
-        )  # fmt: skip
+            run_dir, job.out["figures"], layers=layers, viz_steps=request.shown_steps
+        )
     return outputs
 
 
