@@ -315,3 +315,21 @@ def test_render_group_figures(runs, tmp_path):
     imageio.imwrite(blank, np.zeros((16, 16, 3), dtype=np.uint8))
     assert F.plot_group_fg_bg(runs["group"], tmp_path / "none.png", blank) is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_figures_steps_all_draws_every_step_and_max_frames_none_all_frames(runs, tmp_path):
+    from stepscope.batch_jobs import figure_steps
+
+    rec = RunRecords(runs["wan22"])
+    assert figure_steps("all", rec) == list(range(STEPS))  # not the 3-step default choice
+    assert figure_steps("every:3", rec) == [0, 3, 6]
+    assert figure_steps("first,last", rec) == [0, STEPS - 1]
+    paths = F.render_run_figures(
+        runs["long"], tmp_path / "all", steps=figure_steps("all", RunRecords(runs["long"])), max_frames=None
+    )
+    names = {p.name for p in paths}
+    assert {f"topk_maps_L05_S{s:04d}.png" for s in range(4)} <= names  # top-k maps at every drawn step
+    assert list(
+        F.plot_norm_heatmaps(runs["long"], tmp_path / "n.png", layer=5, max_frames=None)["frames"]
+    ) == list(range(12))
+    assert len(F.plot_norm_heatmaps(runs["long"], tmp_path / "m.png", layer=5)["frames"]) == 8

@@ -50,6 +50,28 @@ def unbiased_channel_var(rec: RunRecords, layer: int, step: int) -> np.ndarray:
     return var * tokens / max(tokens - 1, 1)
 
 
+def _panel_grid(
+    panels: np.ndarray, row_labels, column_prefix: str, *, cmap: str, row_range: bool, label_size=9
+):
+    """Rows x frames of maps (R, f, h, w), one axes each, as the seed lays them out; with
+    `row_range` each row shares its own colour range, else every panel is scaled on its own."""
+    rows, frames = panels.shape[:2]
+    fig = _new_figure(3 * frames, 2.5 * rows)
+    axes = fig.subplots(rows, frames, squeeze=False)
+    for row in range(rows):
+        limits = {"vmin": float(panels[row].min()), "vmax": float(panels[row].max())} if row_range else {}
+        for frame in range(frames):
+            ax = axes[row, frame]
+            ax.imshow(panels[row, frame], cmap=cmap, aspect="auto", **limits)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if frame == 0:
+                ax.set_ylabel(row_labels[row], fontsize=label_size)
+            if row == 0:
+                ax.set_title(f"{column_prefix}{frame}", fontsize=9)
+    return fig
+
+
 def _frame_panels(fig, count: int):
     return np.atleast_1d(fig.subplots(1, count, squeeze=False)[0])
 
@@ -107,20 +129,9 @@ def plot_seed_channel_importance(rec: RunRecords, path: Path, *, layer: int, ste
 def plot_seed_top_channels(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
     maps = rec.map(layer, step, "topk_maps").astype(np.float64)[:SEED_TOP_MAPS]  # (k, f, h, w)
     channels = rec.map(layer, step, "topk_channels")[:SEED_TOP_MAPS]
-    k, frames = maps.shape[:2]
-    fig = _new_figure(3 * frames, 2.5 * k)
-    axes = fig.subplots(k, frames, squeeze=False)
-    for row, channel in enumerate(channels):
-        vmin, vmax = float(maps[row].min()), float(maps[row].max())
-        for frame in range(frames):
-            ax = axes[row, frame]
-            ax.imshow(maps[row, frame], cmap="RdBu_r", aspect="auto", vmin=vmin, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if frame == 0:
-                ax.set_ylabel(f"Ch{int(channel)}", fontsize=8)
-            if row == 0:
-                ax.set_title(f"Fr{frame}", fontsize=9)
+    fig = _panel_grid(
+        maps, [f"Ch{int(c)}" for c in channels], "Fr", cmap="RdBu_r", row_range=True, label_size=8
+    )  # colour range per channel, over its frames
     fig.suptitle(f"Step {step} L{layer} Top Channels")
     return _save(fig, path, {"channels": np.asarray(channels), "maps": maps})
 
@@ -140,19 +151,7 @@ def plot_seed_norm_across_layers(
 
 def plot_seed_layer_grid(rec: RunRecords, path: Path, *, layers: Sequence[int], step: int) -> dict[str, Any]:
     norms = np.stack([rec.map(layer, step, "norm").astype(np.float64) for layer in layers])  # (L, f, h, w)
-    frames = norms.shape[1]
-    fig = _new_figure(3 * frames, 2.5 * len(layers))
-    axes = fig.subplots(len(layers), frames, squeeze=False)
-    for row, layer in enumerate(layers):
-        for frame in range(frames):
-            ax = axes[row, frame]
-            ax.imshow(norms[row, frame], cmap="viridis", aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if frame == 0:
-                ax.set_ylabel(f"L{layer}", fontsize=9)
-            if row == 0:
-                ax.set_title(f"Frame {frame}", fontsize=9)
+    fig = _panel_grid(norms, [f"L{layer}" for layer in layers], "Frame ", cmap="viridis", row_range=False)
     fig.suptitle(f"Step {step} - Layer Grid")
     return _save(fig, path, {"norm": norms})
 
