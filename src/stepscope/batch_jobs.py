@@ -353,7 +353,7 @@ def figure_steps(spec: str, run: records.RunRecords) -> list[int] | None:
     none gives None, the figures' default choice (first, middle, last, Wan2.2's switch step)."""
     from .stepspec import parse_steps
 
-    wanted = parse_steps(spec, int(run.meta["settings"]["num_inference_steps"]))
+    wanted = parse_steps(spec, len(run.schedule))  # one schedule row per denoising step
     captured = run.captured_steps
     return captured if wanted is None else [step for step in captured if step in wanted] or None
 
