@@ -1,7 +1,8 @@
-"""Builtin scorer ordering, tidy table rows, and the VBVR-EvalKit adapter (with stand-ins)."""
+"""stepscope-proxy scorer ordering, tidy table rows, and the VBVR-EvalKit adapter (with stand-ins)."""
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from stepscope import scoring
@@ -163,7 +165,7 @@ def test_score_runs_table(synthetic_sample):
     assert table["seed"].tolist().count("2") == len(scoring.METRICS)
     assert set(table["seed"]) == {"1", "2", "ens-latent-k3-0-10"}
     assert table["step"].dtype == np.int64 and set(table["step"]) == {-1, 7}
-    assert set(table["scorer"]) == {"builtin"}
+    assert set(table["scorer"]) == {"stepscope-proxy"}
     totals = table[table["metric"] == "total"].set_index("seed")["value"]
     assert totals["1"] == pytest.approx(totals["2"])
     assert totals["ens-latent-k3-0-10"] < totals["1"]
@@ -171,14 +173,14 @@ def test_score_runs_table(synthetic_sample):
 
 def test_score_table_roundtrip(tmp_path):
     rows = scoring.score_rows(
-        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, "builtin"
+        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, scoring.PROXY
     )
     target = tmp_path / "scores.parquet"
     scoring.write_score_table(target, scoring.rows_to_table(rows))
     back = scoring.read_score_table(target)
     assert back.to_dict("records")[0] == {
         "variant": "v", "split": "s", "task": "t", "sample": "00001", "seed": "3", "step": 4,
-        "scorer": "builtin", "metric": "total", "value": 0.5,
+        "scorer": "stepscope-proxy", "metric": "total", "value": 0.5,
     }  # fmt: skip
     merged = scoring.merge_score_tables([target, target], tmp_path / "merged.parquet")
     assert len(merged) == 4 and (tmp_path / "merged.parquet").is_file()
@@ -190,6 +192,7 @@ def test_score_table_roundtrip(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 LEVELS = {"00000": 64, "00001": 128, "00002": 192}
+TASK_A, TASK_B = "G-1_task_a_data-generator", "O-2_task_b_data-generator"  # named like VBVR tasks
 
 
 @pytest.fixture
@@ -198,8 +201,8 @@ def evalkit_tree(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE_EVALKIT))
     videos, bench = tmp_path / "videos", tmp_path / "bench"
     layout = {
-        "In-Domain_50": {"G-1_task_a": ["00000", "00001"]},
-        "Out-of-Domain_50": {"O-2_task_b": ["00002"]},
+        "In-Domain_50": {TASK_A: ["00000", "00001"]},
+        "Out-of-Domain_50": {TASK_B: ["00002"]},
     }
     for model in ("wan22", "wan22@ens-latent-k3-0-10"):
         for split, tasks in layout.items():
@@ -237,7 +240,7 @@ def test_evalkit_adapter(evalkit_tree, tmp_path, module):
     for row in task.itertuples():
         level = LEVELS[row.sample] + (20 if row.seed != "1" else 0)
         assert row.value == pytest.approx(_expected(level), abs=0.02), row
-        assert (row.split, row.task) in {("In-Domain_50", "G-1_task_a"), ("Out-of-Domain_50", "O-2_task_b")}
+        assert (row.split, row.task) in {("In-Domain_50", TASK_A), ("Out-of-Domain_50", TASK_B)}
     assert pd.read_parquet(out).shape == table.shape
 
 
@@ -257,20 +260,97 @@ def test_evalkit_errors(evalkit_tree, tmp_path):
     with pytest.raises(EvalKitNotInstalled, match="not on PyPI") as info:
         score_with_evalkit(videos, bench, module="no_such_evalkit_module_xyz")
     message = str(info.value)
-    assert "git clone" in message and "numpy==1.26.4" in message and "docs/scoring.md" in message
+    assert "git clone" in message and "envs/evalkit.txt" in message and "docs/scoring.md" in message
     assert isinstance(info.value, ImportError)
     with pytest.raises(TypeError, match="none of"):
         score_with_evalkit(videos, bench, module="fake_evalkit_empty", check_versions=False)
-    # a crashing evaluator: raise by default, NaN on request
-    broken = videos / "wan22" / "In-Domain_50" / "G-9_broken_task"
+    # a crashing evaluator: 0.0 as EvalKit scores it (and recorded), raise or NaN on request
+    broken = videos / "wan22" / "In-Domain_50" / "G-9_broken_task_data-generator"
     write_video(broken / "00000.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=16)
-    (bench / "In-Domain_50" / "G-9_broken_task" / "00000").mkdir(parents=True)
+    (bench / "In-Domain_50" / "G-9_broken_task_data-generator" / "00000").mkdir(parents=True)
+    with pytest.warns(UserWarning, match=r"could not evaluate 1 video\(s\).*evaluator crashed"):
+        table = score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
+    rows = table[table["task"] == "G-9_broken_task_data-generator"].set_index("metric")["value"]
+    assert rows.to_dict() == {"task_specific": 0.0, scoring.FAILED: 1.0}
     with pytest.raises(RuntimeError, match="crashed"):
-        score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
-    table = score_with_evalkit(
-        videos, bench, module="fake_evalkit_video", on_error="nan", check_versions=False
-    )
-    assert table.loc[table["task"] == "G-9_broken_task", "value"].isna().all()
+        score_with_evalkit(videos, bench, module="fake_evalkit_video", on_error="raise", check_versions=False)
+    with pytest.warns(UserWarning, match="scored NaN"):
+        table = score_with_evalkit(
+            videos, bench, module="fake_evalkit_video", on_error="nan", check_versions=False
+        )
+    scores = table[(table["task"] == "G-9_broken_task_data-generator") & (table["metric"] == "task_specific")]
+    assert scores["value"].isna().all()
+    with pytest.raises(ValueError, match="on_error"):
+        score_with_evalkit(videos, bench, module="fake_evalkit_video", on_error="skip", check_versions=False)
+
+
+def test_evalkit_default_module_is_vbvr_bench(tmp_path, capsys):
+    """One default, the repository's package: in the function, the CLI and the workflow schema."""
+    assert scoring.EVALKIT_MODULE == "vbvr_bench"
+    assert inspect.signature(score_with_evalkit).parameters["module"].default == "vbvr_bench"
+    assert inspect.signature(scoring.import_evalkit).parameters["module"].default == "vbvr_bench"
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text())
+    assert schema["properties"]["scoring"]["properties"]["evalkit_module"]["default"] == "vbvr_bench"
+    # the CLI without --module looks for vbvr_bench (not installed in the test environment)
+    rc = scoring.main(["evalkit", "--videos-root", str(tmp_path), "--bench-root", str(tmp_path),
+                       "--out", str(tmp_path / "x.parquet")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'vbvr_bench' is not importable" in err and scoring.EVALKIT_COMMIT in err
+
+
+def _write_unreadable(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not an mp4 file")
+
+
+@pytest.mark.parametrize("module", ["fake_vbvr_bench", "fake_evalkit_video"])
+def test_evalkit_failed_video_scores_zero_and_counts(evalkit_tree, module):
+    """EvalKit's convention: an unreadable video scores 0.0 and counts in the means; which
+    videos failed is recorded (status rows + warning)."""
+    videos, bench = evalkit_tree
+    bad = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00003")
+    _write_unreadable(bad)
+    (bench / "In-Domain_50" / TASK_A / "00003").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="could not evaluate 1 video") as caught:
+        table = score_with_evalkit(videos, bench, module=module, models=["wan22"], check_versions=False)
+    assert str(bad) in "".join(str(w.message) for w in caught)
+    task = table[(table["task"] == TASK_A) & (table["metric"] == "task_specific")].set_index("sample")["value"]
+    assert task["00003"] == 0.0
+    # the task mean is the mean over all four videos, the failed one included (EvalKit's mean)
+    expected = (_expected(LEVELS["00000"]) + _expected(LEVELS["00001"]) + 0.0) / 3
+    assert task[["00000", "00001", "00003"]].mean() == pytest.approx(expected, abs=0.01)
+    failed = table[table["metric"] == scoring.FAILED]
+    assert failed[["task", "sample"]].values.tolist() == [[TASK_A, "00003"]]
+    assert (failed["value"] == 1.0).all()
+
+
+def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
+    """A task folder EvalKit has no evaluator for (custom input) crashes vbvr_bench's own
+    VBVRBench.evaluate with TypeError; the adapter skips it with a warning, also with
+    on_error="nan", and marks its videos as skipped."""
+    import fake_vbvr_bench
+
+    videos, bench = evalkit_tree
+    custom = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", "my_custom_input", "00000")
+    write_video(custom, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
+    other_split = scoring.evalkit_video_path(videos, "wan22", "custom", "my_custom_input", "00000")
+    write_video(other_split, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
+    raw = fake_vbvr_bench.VBVRBench(gt_base_path=str(bench), output_path=str(bench.parent / "raw"))
+    with pytest.raises(TypeError):  # the stand-in crashes as the real package does
+        raw.evaluate(videos_path=str(videos / "wan22"), task_specific_only=True)
+    for on_error in ("zero", "nan"):
+        with pytest.warns(UserWarning, match=r"skipped task folders.*In-Domain_50/my_custom_input \(no EvalKit evaluator\)"):
+            table = score_with_evalkit(videos, bench, module="fake_vbvr_bench", models=["wan22"],
+                                       on_error=on_error, check_versions=False)  # fmt: skip
+        skipped = table[table["metric"] == scoring.SKIPPED]
+        assert sorted(zip(skipped["split"], skipped["task"], strict=True)) == [
+            ("In-Domain_50", "my_custom_input"),
+            ("custom", "my_custom_input"),
+        ]
+        scored = table[table["metric"] == "task_specific"]
+        assert len(scored) == 3 and set(scored["task"]) == {TASK_A, TASK_B}
+        assert scored["value"].notna().all()
 
 
 def test_parse_model_dir():
@@ -308,6 +388,21 @@ def test_evalkit_version_warning(monkeypatch):
         found = scoring.check_evalkit_versions()
     assert found["numpy"] == "2.0.0"
     assert any("numpy is 2.0.0, pinned 1.26.4" in str(w.message) for w in caught)
+
+
+def test_old_builtin_name_fails_clearly(capsys):
+    with pytest.raises(ValueError, match="renamed 'stepscope-proxy'"):
+        scoring.check_scorer_names(["builtin", "vbvr-evalkit"])
+    scoring.check_scorer_names([scoring.PROXY, scoring.EVALKIT])
+    with pytest.raises(SystemExit):
+        scoring.main(["builtin", "video.mp4", "sample"])
+    assert "renamed 'proxy'" in capsys.readouterr().err
+
+
+def test_score_labels_name_scorer_and_mode():
+    assert "not VBVR's score" in scoring.score_label(scoring.PROXY, "total")
+    assert scoring.score_label(scoring.EVALKIT, "task_specific").startswith("task_specific [VBVR-EvalKit")
+    assert "composite mode" in scoring.score_label(scoring.EVALKIT, "weighted")
 
 
 def test_evalkit_cli_missing_module(tmp_path, capsys):
