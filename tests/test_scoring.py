@@ -289,7 +289,9 @@ def test_evalkit_default_module_is_vbvr_bench(tmp_path, capsys):
     assert scoring.EVALKIT_MODULE == "vbvr_bench"
     assert inspect.signature(score_with_evalkit).parameters["module"].default == "vbvr_bench"
     assert inspect.signature(scoring.import_evalkit).parameters["module"].default == "vbvr_bench"
-    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text())
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text()
+    )
     assert schema["properties"]["scoring"]["properties"]["evalkit_module"]["default"] == "vbvr_bench"
     # the CLI without --module looks for vbvr_bench (not installed in the test environment)
     rc = scoring.main(["evalkit", "--videos-root", str(tmp_path), "--bench-root", str(tmp_path),
@@ -315,7 +317,9 @@ def test_evalkit_failed_video_scores_zero_and_counts(evalkit_tree, module):
     with pytest.warns(UserWarning, match="could not evaluate 1 video") as caught:
         table = score_with_evalkit(videos, bench, module=module, models=["wan22"], check_versions=False)
     assert str(bad) in "".join(str(w.message) for w in caught)
-    task = table[(table["task"] == TASK_A) & (table["metric"] == "task_specific")].set_index("sample")["value"]
+    task = table[(table["task"] == TASK_A) & (table["metric"] == "task_specific")].set_index("sample")[
+        "value"
+    ]
     assert task["00003"] == 0.0
     # the task mean is the mean over all four videos, the failed one included (EvalKit's mean)
     expected = (_expected(LEVELS["00000"]) + _expected(LEVELS["00001"]) + 0.0) / 3
@@ -340,7 +344,9 @@ def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
     with pytest.raises(TypeError):  # the stand-in crashes as the real package does
         raw.evaluate(videos_path=str(videos / "wan22"), task_specific_only=True)
     for on_error in ("zero", "nan"):
-        with pytest.warns(UserWarning, match=r"skipped task folders.*In-Domain_50/my_custom_input \(no EvalKit evaluator\)"):
+        with pytest.warns(
+            UserWarning, match=r"skipped task folders.*In-Domain_50/my_custom_input \(no EvalKit evaluator\)"
+        ):
             table = score_with_evalkit(videos, bench, module="fake_vbvr_bench", models=["wan22"],
                                        on_error=on_error, check_versions=False)  # fmt: skip
         skipped = table[table["metric"] == scoring.SKIPPED]

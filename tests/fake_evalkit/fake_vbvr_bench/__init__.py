@@ -45,7 +45,12 @@ class VBVRBench:
         return infos
 
     def evaluate(self, videos_path, name=None, task_list=None, split=None, save_detailed=True, **kwargs):
-        results = {"overall": {}, "In_Domain": {"scores": []}, "Out_of_Domain": {"scores": []}, "detailed": []}
+        results = {
+            "overall": {},
+            "In_Domain": {"scores": []},
+            "Out_of_Domain": {"scores": []},
+            "detailed": [],
+        }
         for info in self.build_evaluation_info(videos_path, task_list, split):
             evaluator = get_evaluator(info["task_name"], self.device)  # TypeError without an evaluator
             try:
