@@ -100,7 +100,7 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
     config = write_config(
         tmp_path,
         custom=[{"name": "my-puzzle", "image": str(image), "prompt": "solve it", "num_frames": 9}],
-        **{"scoring.scorers": ["builtin", "vbvr-evalkit"]},
+        **{"scoring.scorers": ["stepscope-proxy", "vbvr-evalkit"]},
     )
     result = snakemake("-n", "--configfile", str(config), cwd=tmp_path)
     counts = job_counts(result.stdout)

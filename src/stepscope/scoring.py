@@ -409,7 +409,7 @@ def _ratio_score(x: np.ndarray, ref: float, eps: float = 1e-4) -> np.ndarray:
 
 @dataclass
 class Reference:
-    """Everything the builtin scorer needs from one bench sample, at the work size."""
+    """Everything the stepscope-proxy scorer needs from one bench sample, at the work size."""
 
     sample_dir: Path
     size: tuple[int, int]  # work size (h, w), the GT size scaled to max_side
