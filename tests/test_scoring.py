@@ -416,3 +416,36 @@ def test_evalkit_cli_missing_module(tmp_path, capsys):
                        "--out", str(tmp_path / "x.parquet"), "--module", "no_such_evalkit_module_xyz"])  # fmt: skip
     assert rc == 2
     assert "not on PyPI" in capsys.readouterr().err
+
+
+def test_final_video_encoding_recorded_in_meta(tmp_path):
+    """meta.json says how video.mp4 was encoded (scores depend on it), and it is what the file
+    holds: x264 writes its settings (crf) into the stream."""
+    import re
+
+    import torch
+
+    from stepscope import records
+    from stepscope.sampling import SampleResult, write_run
+
+    frames = _moving_square_frames(n=9, size=64)
+    result = SampleResult(
+        seed=1,
+        frames=frames,
+        final_latent=torch.zeros(4, 3, 4, 4),
+        x0_hats={},
+        schedule=[{"step": 0, "expert": "main"}],
+        activation_maps={},
+        activation_rows=[],
+        settings={"family": "wan2.1", "fps": 12},
+        timings={},
+    )
+    run = write_run(tmp_path / "run", result, {})
+    encoding = records.RunRecords(run).meta["video_encoding"]
+    assert encoding["codec"] == "libx264" and encoding["container"] == "mp4" and encoding["fps"] == 12
+    assert encoding["writer"] == "imageio-ffmpeg" and encoding["imageio_ffmpeg"] and encoding["ffmpeg"]
+    stream = (run / records.VIDEO).read_bytes()
+    assert b"x264" in stream
+    crf = re.search(rb"crf=(\d+(?:\.\d+)?)", stream)
+    assert crf is not None and float(crf.group(1)) == encoding["crf"]
+    assert encoding["pix_fmt"] == "yuv420p"
