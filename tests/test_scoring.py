@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -449,3 +451,112 @@ def test_final_video_encoding_recorded_in_meta(tmp_path):
     crf = re.search(rb"crf=(\d+(?:\.\d+)?)", stream)
     assert crf is not None and float(crf.group(1)) == encoding["crf"]
     assert encoding["pix_fmt"] == "yuv420p"
+
+
+# ---------------------------------------------------------------------------------------------
+# VBVR-EvalKit's pinned environment (envs/evalkit.txt)
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+EVALKIT_ENV = ROOT / "envs" / "evalkit.txt"
+# (package, its versions the rule applies to, what they need, where the rule comes from)
+RUNTIME_CONSTRAINTS = [
+    (
+        "pyarrow",
+        ">=26",
+        "numpy>=2",
+        "import of pyarrow 26.0.1 with numpy 1.26.4 fails; its metadata says nothing",
+    ),
+    ("pandas", ">=2.2,<2.3", "numpy>=1.23.2", "pandas 2.2 Requires-Dist on Python 3.11"),
+    ("opencv-python", ">=4.10,<4.11", "numpy>=1.23.5", "opencv-python 4.10 Requires-Dist on Python 3.11"),
+    ("imageio", ">=2.37", "pillow>=8.3.2", "imageio Requires-Dist"),
+    ("numpy", "<2", "python<3.13", "numpy 1.26 ships no wheels for Python 3.13"),
+    ("pyarrow", ">=21", "python>=3.10", "pyarrow Requires-Python"),
+]
+
+
+def recipe_pins(text: str) -> dict[str, str]:
+    """``name -> version`` of a requirements text, ``python`` from its ``# python: X.Y`` line;
+    every requirement must be an exact pin (a floating one is how pyarrow 26 got in)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (raw.strip() for raw in text.splitlines()):
+        if line.startswith("# python:"):
+            pins["python"] = line.split(":", 1)[1].strip()
+        if not line or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{line!r}: pin it exactly (name==version)"
+        pins[canonicalize_name(req.name)] = specs[0].version
+    return pins
+
+
+def recipe_conflicts(pins: dict[str, str]) -> list[str]:
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    conflicts = []
+    for package, applies, needs, source in RUNTIME_CONSTRAINTS:
+        if package not in pins or pins[package] not in SpecifierSet(applies):
+            continue
+        need = Requirement(needs)
+        have = pins.get(need.name)
+        if have is None or have not in need.specifier:
+            conflicts.append(f"{package}=={pins[package]} needs {needs}, recipe has {have} ({source})")
+    return conflicts
+
+
+def test_evalkit_recipe_pins_are_consistent():
+    pins = recipe_pins(EVALKIT_ENV.read_text())
+    assert recipe_conflicts(pins) == []
+    # the versions the adapter checks at run time are the recipe's
+    assert {k.lower(): v for k, v in scoring.EVALKIT_PINS.items()} == {
+        k: pins[k] for k in ("numpy", "opencv-python", "pillow")
+    }
+    assert {"pandas", "pyarrow", "imageio", "imageio-ffmpeg", "python"} <= set(pins)
+    docs = (ROOT / "docs" / "scoring.md").read_text()
+    assert "envs/evalkit.txt" in docs and scoring.EVALKIT_COMMIT in docs
+    # the checks do fail: the recipe the issue found (pyarrow floating to 26) is refused
+    assert recipe_conflicts({**pins, "pyarrow": "26.0.1"}) != []
+    with pytest.raises(AssertionError, match="pin it exactly"):
+        recipe_pins("numpy==1.26.4\npyarrow\n")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STEPSCOPE_EVALKIT_PYTHON"),
+    reason="set STEPSCOPE_EVALKIT_PYTHON to the python of an environment built from envs/evalkit.txt",
+)
+def test_evalkit_environment_imports_together(tmp_path):
+    """In an environment built from the recipe: the pinned versions are installed, import
+    together, write Parquet, and the adapter scores a videos tree there (with the stand-in)."""
+    import subprocess
+
+    python = os.environ["STEPSCOPE_EVALKIT_PYTHON"]
+    pins = recipe_pins(EVALKIT_ENV.read_text())
+    pins.pop("python")
+    probe = "\n".join(
+        [
+            "import json, importlib.metadata as m, numpy, cv2, PIL, pandas, pyarrow, imageio",
+            "pandas.DataFrame({'a': [1.0]}).to_parquet('probe.parquet')",
+            f"print(json.dumps({{n: m.version(n) for n in {sorted(pins)!r}}}))",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{FAKE_EVALKIT}"}
+    out = subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    found = {k.lower(): v for k, v in json.loads(out.stdout).items()}
+    assert found == pins
+    videos, bench = tmp_path / "videos", tmp_path / "bench"
+    write_video(scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00000"),
+                np.full((5, 16, 16, 3), 128, np.uint8), fps=16)  # fmt: skip
+    (bench / "In-Domain_50" / TASK_A / "00000").mkdir(parents=True)
+    cli = [python, "-m", "stepscope.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
+           str(bench), "--out", str(tmp_path / "s.parquet"), "--module", "fake_vbvr_bench"]  # fmt: skip
+    out = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "pinned" not in out.stderr  # no version warning inside the pinned environment
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert table["value"].tolist() == pytest.approx([128 / 255], abs=0.02)
