@@ -112,6 +112,13 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
     assert str(image) in batch  # the custom image is what the third batch reads
 
 
+def test_old_builtin_scorer_name_fails_with_the_new_one(tmp_path):
+    config = write_config(tmp_path, **{"scoring.scorers": ["builtin"]})
+    result = snakemake("-n", "--configfile", str(config), cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "'builtin' was renamed 'stepscope-proxy'" in result.stdout + result.stderr
+
+
 def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
     from stepscope.families.base import StepScopeError
     from stepscope.hub import download_snapshot
