@@ -51,12 +51,14 @@ VIDEO_CODEC = "libx264"
 VIDEO_QUALITY = 5  # imageio's 0-10 scale; imageio-ffmpeg turns it into x264's crf
 
 
-def video_encoding(fps: int, quality: int = VIDEO_QUALITY) -> dict[str, Any]:
+def video_encoding(fps: int, quality: int = VIDEO_QUALITY, audio_rate: int | None = None) -> dict[str, Any]:
     """How :func:`write_video` encodes (recorded in meta.json): VBVR-EvalKit's scores move with
-    the codec and quality of the video they read (docs/scoring.md)."""
+    the codec and quality of the video they read (docs/scoring.md). ``audio_rate``: an AAC track
+    muxed in by :func:`add_audio` (video packets copied, unchanged)."""
     import imageio
     import imageio_ffmpeg
 
+    audio = None if audio_rate is None else {"codec": "aac", "sample_rate": audio_rate, "muxer": "av"}
     return {
         "container": "mp4",
         "codec": VIDEO_CODEC,
@@ -68,6 +70,7 @@ def video_encoding(fps: int, quality: int = VIDEO_QUALITY) -> dict[str, Any]:
         "imageio": imageio.__version__,
         "imageio_ffmpeg": imageio_ffmpeg.__version__,
         "ffmpeg": imageio_ffmpeg.get_ffmpeg_version(),
+        "audio": audio,
     }
 
 
