@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,11 @@ def _save(fig, target: str | os.PathLike, dpi: int = 110) -> Path:
     return target
 
 
+def _score_title(title: str | None, scorer: str, metric: str, width: int) -> str:
+    """Figure title naming the scorer and mode of the curves, wrapped to fit the figure."""
+    return "\n".join([*([title] if title else []), *textwrap.wrap(score_label(scorer, metric), width)])
+
+
 def _mark_switch(ax, switch_step: int | None) -> None:
     if switch_step is not None:
         ax.axvline(switch_step, color="tab:red", ls="--", lw=1, label=f"expert switch ({switch_step})")
@@ -323,7 +329,7 @@ def plot_step_curves(
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle((f"{title}\n" if title else "") + score_label(scorer, metric), fontsize=9)
+    fig.suptitle(_score_title(title, scorer, metric, width=40 * ncols), fontsize=9)
     return _save(fig, target)
 
 
@@ -362,7 +368,7 @@ def plot_split_curves(
     ax.set_xlabel("step")
     ax.set_ylabel(f"{metric} (mean over tasks)")
     ax.legend(fontsize=7)
-    ax.set_title((f"{title}\n" if title else "") + score_label(scorer, metric), fontsize=8)
+    ax.set_title(_score_title(title, scorer, metric, width=60), fontsize=8)
     return _save(fig, target)
 
 
