@@ -187,6 +187,9 @@ def test_score_table_roundtrip(tmp_path):
     merged = scoring.merge_score_tables([target, target], tmp_path / "merged.parquet")
     assert len(merged) == 4 and (tmp_path / "merged.parquet").is_file()
     assert list(scoring.empty_score_table().columns) == list(SCORE_COLUMNS)
+    # tables written before the rename read back under the new name
+    scoring.write_score_table(target, scoring.rows_to_table(rows).assign(scorer="builtin"))
+    assert set(scoring.read_score_table(target)["scorer"]) == {"stepscope-proxy"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -182,7 +182,10 @@ def write_score_table(target: str | os.PathLike, table: pd.DataFrame) -> None:
 
 
 def read_score_table(path: str | os.PathLike) -> pd.DataFrame:
-    return _typed(pd.read_parquet(path))
+    """Read a score table; rows written under a renamed scorer (``builtin``) get its new name."""
+    table = _typed(pd.read_parquet(path))
+    table["scorer"] = table["scorer"].replace(RENAMED_SCORERS)
+    return table
 
 
 def merge_score_tables(
