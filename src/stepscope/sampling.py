@@ -311,6 +311,12 @@ def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -
         "family": result.settings["family"],
         "fps": result.settings["fps"],
         "versions": package_versions(),
+        # final video's encoding: scores depend on it (docs/scoring.md)
+        "video_encoding": records.video_encoding(
+            result.settings["fps"], audio_rate=result.audio[1] if result.audio is not None else None
+        )
+        if result.frames is not None
+        else None,
         **meta,
         "timings": {**meta.get("timings", {}), **result.timings, "write_s": time.perf_counter() - started},
     }
