@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
         "--configfile", str(config), "--cores", str(args.cores), "--resources", "gpu=1", "--keep-going",
+        "--scheduler", "greedy",
     ]
     started = time.perf_counter()
     with open(args.out / "snakemake.log", "w") as log:
