@@ -21,8 +21,11 @@ from stepscope.plan import (
     fingerprint,
     make_batches,
 )
+from stepscope.scoring import check_scorer_names
 from stepscope.stepspec import is_empty, parse_steps
 
+# A renamed scorer fails with its new name before the schema's generic message.
+check_scorer_names(config.get("scoring", {}).get("scorers", []))
 validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
 
 RESULTS = config["results"]

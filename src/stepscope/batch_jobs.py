@@ -380,7 +380,7 @@ def run_analysis_batch(
     report_sheets: str,
     max_frames: int | None = 8,
 ) -> Receipt:
-    """Figures and builtin scores of every member not up to date; cross-seed divergence per input;
+    """Figures and stepscope-proxy scores of every member not up to date; cross-seed divergence per input;
     the report folders (hard links to every member's figures and contact sheet).
 
     A member: key, labels, fingerprint, run_dir, decoded_dir (None without decoding), figure_dir,

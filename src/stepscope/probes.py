@@ -1098,8 +1098,8 @@ def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric
     if position == "step":
         _mark_switch(ax, _switch_of(df))
     ax.set_xlabel("injection step" if position == "step" else "noised latent frame")
-    ax.set_ylabel(f"{metric} (builtin)")
-    ax.set_ylim(0.0, 1.0)  # builtin scores lie in [0, 1]
+    ax.set_ylabel(f"{metric} (stepscope-proxy, not VBVR's score)")
+    ax.set_ylim(0.0, 1.0)  # proxy scores lie in [0, 1]
     _integer_ticks(ax)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)

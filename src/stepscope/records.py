@@ -47,13 +47,40 @@ def parse_map_key(key: str) -> tuple[int, int, str, str]:
     return int(layer[1:]), int(step[1:]), pass_, name
 
 
-def write_video(target: str | Path, frames: np.ndarray, fps: int, quality: int = 5) -> None:
-    """Write uint8 frames (T, H, W, 3) as H.264 mp4, atomically."""
+VIDEO_CODEC = "libx264"
+VIDEO_QUALITY = 5  # imageio's 0-10 scale; imageio-ffmpeg turns it into x264's crf
+
+
+def video_encoding(fps: int, quality: int = VIDEO_QUALITY, audio_rate: int | None = None) -> dict[str, Any]:
+    """How :func:`write_video` encodes (recorded in meta.json): VBVR-EvalKit's scores move with
+    the codec and quality of the video they read (docs/scoring.md). ``audio_rate``: an AAC track
+    muxed in by :func:`add_audio` (video packets copied, unchanged)."""
+    import imageio
+    import imageio_ffmpeg
+
+    audio = None if audio_rate is None else {"codec": "aac", "sample_rate": audio_rate, "muxer": "av"}
+    return {
+        "container": "mp4",
+        "codec": VIDEO_CODEC,
+        "pix_fmt": "yuv420p",
+        "fps": fps,
+        "quality": quality,
+        "crf": int((1 - quality / 10) * 51),  # imageio-ffmpeg's mapping for libx264
+        "writer": "imageio-ffmpeg",
+        "imageio": imageio.__version__,
+        "imageio_ffmpeg": imageio_ffmpeg.__version__,
+        "ffmpeg": imageio_ffmpeg.get_ffmpeg_version(),
+        "audio": audio,
+    }
+
+
+def write_video(target: str | Path, frames: np.ndarray, fps: int, quality: int = VIDEO_QUALITY) -> None:
+    """Write uint8 frames (T, H, W, 3) as H.264 mp4 (:func:`video_encoding`), atomically."""
     import imageio.v2 as imageio
 
     with atomic_path(target) as tmp:
         writer = imageio.get_writer(
-            tmp, fps=fps, quality=quality, codec="libx264", macro_block_size=1, format="FFMPEG"
+            tmp, fps=fps, quality=quality, codec=VIDEO_CODEC, macro_block_size=1, format="FFMPEG"
         )
         try:
             for frame in frames:
