@@ -416,3 +416,16 @@ def test_each_seed_tool_keeps_its_own_default_negative_prompt():
     assert default("custom-step-visualization", "ltx2.3").endswith("artifacts")
     assert default("custom-token-visualization", "ltx2.3").endswith("poor lighting")
     assert default("custom-token-visualization", "wan2.1") is None
+
+
+def test_a_changed_prompt_or_flag_redoes_the_custom_input(tiny_weights, test_image, tmp_path, capsys):
+    argv = ["custom-step-visualization", "--model", "wan2.1", "--weights", str(tiny_weights("wan2.1"))]
+    argv += ["--device", "cpu", "--image", str(test_image), "--output_dir", str(tmp_path / "out")]
+    argv += ["--num_frames", "9", "--num_inference_steps", "1", "--vis_steps", "5"]  # past the schedule
+    assert _run([*argv, "--prompt", "a red square"], capsys)[0] == 0
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"generated.mp4", ".stepscope"}  # no step video
+    assert "up to date, skipped" in _run([*argv, "--prompt", "a red square"], capsys)[1]
+    code, log = _run([*argv, "--prompt", "a green square"], capsys)
+    assert code == 0 and "step 1/1" in log
+    meta = json.loads(next((tmp_path / "out").rglob("meta.json")).read_text())
+    assert meta["settings"]["prompt"] == "a green square"

@@ -159,7 +159,11 @@ def add_seed_arguments(parser: argparse.ArgumentParser, tool: SeedTool) -> None:
 def add_seed_commands(commands) -> None:
     for name, tool in SEED_TOOLS.items():
         sub = commands.add_parser(
-            name, help=f"{tool.help} (drop-in for the seed's {tool.script})", description=run_tool.__doc__
+            name,
+            help=f"{tool.help} (drop-in for the seed's {tool.script})",
+            description=f"Drop-in for the seed's {tool.script} ({SEED_REPO}@{SEED_COMMIT}): its flags, "
+            "its output tree, computed by stepscope; records in .stepscope/ beside the outputs "
+            "(docs/seed-parity.md).",
         )
         add_seed_arguments(sub, tool)
 
@@ -406,10 +410,10 @@ def run_tool(command: str, args: argparse.Namespace) -> int:
     print("=" * 60, flush=True)
 
     loader = LazyLoader(request.load_pipeline)
-    fingerprint_ = request.fingerprint
     failures: list[tuple[str, str]] = []
     for index, job in enumerate(jobs, 1):
         stamps = input_stamps(job.inputs)
+        fingerprint_ = fingerprint([request.fingerprint, job.source])  # a custom prompt is part of it
         if outputs_current(job, fingerprint_, stamps):
             print(f"[{index}/{len(jobs)}] {job.name}: up to date, skipped", flush=True)
             continue
