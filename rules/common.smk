@@ -475,7 +475,11 @@ def sampling_request(unit):
 
 
 def decode_settings():
-    return {"steps": DECODE_STEPS, "sheet_frames": config["decode"]["sheet_frames"]}
+    return {
+        "steps": DECODE_STEPS,
+        "sheet_frames": config["decode"]["sheet_frames"],
+        "tiled": config["decode"]["tiled"],
+    }
 
 
 def analysis_settings():

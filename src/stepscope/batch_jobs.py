@@ -299,6 +299,7 @@ def run_decode_batch(
     steps: str | list[int],
     sheet_frames: int,
     members: list[dict[str, Any]],
+    tiled: str | bool = "auto",
     receipt: str,
     variant: str,
 ) -> Receipt:
@@ -335,6 +336,7 @@ def run_decode_batch(
                 steps=steps,
                 out_dir=member["out_dir"],
                 sheet_frames=sheet_frames,
+                tiled=tiled,
                 summary_extra={
                     "fingerprint": member["fingerprint"],
                     "decode_id": uuid.uuid4().hex,
