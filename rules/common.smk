@@ -22,7 +22,27 @@ from stepscope.plan import (
 )
 from stepscope.stepspec import parse_steps
 
-validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+
+
+def validate_config():
+    """Schema check with one line naming the offending key (Snakemake's own message repeats the
+    whole schema and config: over a thousand lines for one unknown key)."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+    except WorkflowError as error:
+        cause = error.__context__  # the jsonschema error Snakemake's own was raised from
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+        raise ValueError(
+            f"config error at `{key}`: {cause.message}; see config/schema/config.schema.yaml"
+        ) from None
+
+
+validate_config()
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
