@@ -2,6 +2,7 @@
 
 import fnmatch
 import functools
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +24,6 @@ from stepscope.plan import (
 from stepscope.stepspec import parse_steps
 
 
-
 def validate_config():
     """Schema check with one line naming the offending key (Snakemake's own message repeats the
     whole schema and config: over a thousand lines for one unknown key)."""
@@ -33,7 +33,9 @@ def validate_config():
     try:
         validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
     except WorkflowError as error:
-        cause = error.__context__  # the jsonschema error Snakemake's own was raised from
+        cause = (
+            error.__context__
+        )  # the jsonschema error Snakemake's own was raised from
         if not isinstance(cause, jsonschema.ValidationError):
             raise
         key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
@@ -157,6 +159,7 @@ def load_tasks():
 
     sheet = read_task_sheet(sheet_path)
     validate(sheet, schema="../config/schema/samples.schema.yaml")
+    sheet["line"] = sheet.index + 2  # line in the file (after the header), for messages
     sheet = sheet[sheet["split"].isin(config["bench"]["splits"])]
     globs = config["bench"]["task_globs"]
     keep = sheet["task"].apply(
@@ -166,6 +169,7 @@ def load_tasks():
 
 
 TASKS = load_tasks()
+TASK_LINES = {(row.split, row.task): row.line for row in TASKS.itertuples()}
 SAMPLES = [f"{index:05d}" for index in range(config["bench"]["samples_per_task"])]
 SEED_RUNS = [f"seed{seed}" for seed in config["seeds"]]
 ENSEMBLE_RUNS = [
@@ -293,15 +297,25 @@ def sample_source(wildcards):
 
 
 def sample_inputs(wildcards):
-    if wildcards.split == CUSTOM_SPLIT:
-        return [CUSTOM[wildcards.task]["image"]]
-    if config["bench"]["source"] == "local":
-        folder = f"{bench_root()}/{wildcards.split}/{wildcards.task}/{wildcards.sample}"
-        return [
-            f"{folder}/{name}"
-            for name in ("first_frame.png", "prompt.txt", "ground_truth.mp4")
-        ]
+    """What Snakemake waits for: the input's files that exist, or the bench's marker. A missing
+    file is no planning error: its run alone fails in the batch job, naming the file and the fix."""
+    if wildcards.split == CUSTOM_SPLIT or config["bench"]["source"] == "local":
+        return [path for path in sample_files(wildcards) if os.path.exists(path)]
     return [bench_marker()]
+
+
+def input_origin(unit):
+    """Where the plan took an input from, and how to take it out, for a failed run's message."""
+    if unit.split == CUSTOM_SPLIT:
+        return f"config `custom` entry {unit.task!r}: fix its image, or remove the entry"
+    line = TASK_LINES[(unit.split, unit.task)]
+    return (
+        f"planned by line {line} ({unit.split}, {unit.task}) of bench.sample_sheet "
+        f"{config['bench']['sample_sheet']}, sample {unit.sample} of bench.samples_per_task="
+        f"{config['bench']['samples_per_task']}: fix the files named, or take the input out of "
+        "the plan (drop that line, exclude the task with bench.task_globs, or lower "
+        "bench.samples_per_task)"
+    )
 
 
 def variant_settings(variant):
@@ -547,6 +561,7 @@ def sample_members(wildcards):
                 "out_dir": LAYOUT.run_dir(unit),
                 "video_link": final_video(unit),
                 "inputs": sample_files(unit),
+                "origin": input_origin(unit),
             }
         )
     return members

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import records
 from .atomic import write_json
+from .errors import StepScopeError
 from .plan import DONE_STATUSES, Receipt, input_stamps, parse_batch_name
 from .provenance import package_versions
 
@@ -182,6 +183,14 @@ def prune_older_generations(path: str | Path) -> None:
             remove_stale(str(older))
 
 
+def input_error(error: BaseException, member: dict[str, Any]) -> BaseException:
+    """A bad input's error with where the plan took the input from and how to drop it."""
+    if not member.get("origin"):
+        return error
+    cause = str(error) if isinstance(error, StepScopeError) else f"{type(error).__name__}: {error}"
+    return StepScopeError(f"{cause} [input {member['origin']}]")
+
+
 class LazyLoader:
     """Loads the model on first use, so a batch with nothing to do never loads it."""
 
@@ -246,7 +255,7 @@ def run_sample_batch(
         try:
             info = resolve_input(member["source"])  # a bad input fails before the model loads
         except Exception as error:
-            outcomes.fail(member, out_dir, error)
+            outcomes.fail(member, out_dir, input_error(error, member))
             continue
         pipe, lora_specs = loader.get()  # a model that does not load fails the job (retried)
         identity = identity or weights_identity(weights_dir)

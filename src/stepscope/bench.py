@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -29,6 +30,8 @@ PROMPT = "prompt.txt"
 SAMPLE_FILES = (FIRST_FRAME, FINAL_FRAME, GROUND_TRUTH, PROMPT)
 SPLITS = ("In-Domain_50", "Out-of-Domain_50")
 GT_FPS = 16
+MIN_GT_FRAMES = 2  # a shorter ground truth shows no motion to score against
+FRAME_SLACK = 1.5  # decoded vs promised frames (duration is given to 10 ms; one frame of rounding)
 
 SHEET_COLUMNS = ("split", "task", "category")
 MANIFEST_COLUMNS = (
@@ -304,15 +307,39 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _video_facts(path: Path) -> tuple[int, float]:
-    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))  # decodes every frame
-    if not num_frames:
-        raise ValueError("the video has no frames")
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        fps = float(next(reader)["fps"])
-    finally:
-        reader.close()
-    return num_frames, fps
+    """(decoded frames, fps), once the video proves whole: it decodes without errors, into as many
+    frames as its container's duration and frame rate promise, and into at least two (a shorter
+    ground truth has no motion: its temporal scores would be perfect and void)."""
+    import subprocess
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
+    command += ["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    log = result.stderr.replace("\r", "\n").splitlines()
+    errors = [line for line in log if re.search(r"\[(error|fatal|panic)\] ", line)]
+    frames = [int(m.group(1)) for line in log if (m := re.search(r"frame=\s*(\d+)", line))]
+    duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", result.stderr)
+    fps = re.search(r"Stream #0.*Video:.*?, (\d+(?:\.\d+)?) (?:fps|tbr)", result.stderr)
+    if result.returncode != 0 or not frames:
+        cause = (errors or log or ["no output"])[-1]
+        raise ValueError(f"ffmpeg cannot decode it ({cause.strip()})")
+    if errors:
+        raise ValueError(f"corrupt: decoding errors after {frames[-1]} frame(s), first: {errors[0].strip()}")
+    num_frames = frames[-1]
+    if num_frames < MIN_GT_FRAMES:
+        raise ValueError(f"{num_frames} frame(s); a ground truth needs at least {MIN_GT_FRAMES}")
+    if fps is None:
+        raise ValueError("no frame rate in the container")
+    rate = float(fps.group(1))
+    if duration is not None:
+        hours, minutes, seconds = duration.groups()
+        promised = (int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * rate
+        if abs(num_frames - promised) > FRAME_SLACK:
+            raise ValueError(
+                f"truncated or corrupt: the container promises {promised:.0f} frames "
+                f"({duration.group(0)} at {rate:g} fps) but {num_frames} decode"
+            )
+    return num_frames, rate
 
 
 def _prompt_text(path: Path) -> str:

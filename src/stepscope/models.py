@@ -14,6 +14,7 @@ import torch
 
 from .errors import StepScopeError
 from .families import get_family
+from .weights_check import names_bad_weights
 
 OFFLOAD_PRESETS = {
     # diffsynth VRAM management: keep weights on CPU, move each layer to the GPU when used.
@@ -62,6 +63,7 @@ def make_tiny_weights(family: str, out_dir: str | Path) -> Path:
     return get_family(family).make_tiny_weights(Path(out_dir))
 
 
+@names_bad_weights  # a load failure names the broken file and the fix
 def load_pipeline(
     family: str,
     weights_dir: str | Path,

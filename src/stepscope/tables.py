@@ -44,6 +44,12 @@ def is_single_seed(seed: str) -> bool:
     return bool(re.fullmatch(r"\d+", str(seed)))
 
 
+def single_seed_videos(videos: pd.DataFrame) -> pd.DataFrame:
+    """The single-seed rows. The mask is cast to bool: an empty object-dtype mask would be taken
+    as a list of column labels and drop every column (no scored run at all, e.g. all failed)."""
+    return videos[videos["seed"].map(is_single_seed).astype(bool)]
+
+
 def parse_ensemble(name: str) -> dict | None:
     """``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` -> {strategy, k, start, end, rescale};
     None otherwise."""
@@ -88,7 +94,7 @@ def video_scores(
 
 
 def _summarise(videos: pd.DataFrame, ensembles: list[str]) -> dict:
-    single = videos[videos["seed"].map(is_single_seed)]
+    single = single_seed_videos(videos)
     per_sample = single.groupby(SAMPLE_KEYS)["value"]
     sample_mean = per_sample.mean()
     per_seed = single.groupby("seed")["value"].mean()
@@ -177,7 +183,7 @@ def ablation_table(
     Seed names that do not parse as ``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` are skipped.
     """
     videos = video_scores(scores, metric=metric, scorer=scorer, step=step)
-    single = videos[videos["seed"].map(is_single_seed)]
+    single = single_seed_videos(videos)
     sample_mean = single.groupby(["variant", *SAMPLE_KEYS])["value"].mean()
     rows = []
     names = sorted({s for s in videos["seed"] if parse_ensemble(s)}, key=_ensemble_sort_key)
