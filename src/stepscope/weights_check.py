@@ -36,7 +36,9 @@ def safetensors_problem(path: Path) -> str | None:
                 return f"{size} bytes: too short for a safetensors header"
             length = int.from_bytes(prefix, "little")
             if 8 + length > size:
-                return f"incomplete: its header needs {length} bytes, the file has {size - 8} after the length"
+                return (
+                    f"incomplete: its header needs {length} bytes, the file has {size - 8} after the length"
+                )
             header = json.loads(handle.read(length))
     except OSError as error:
         return f"unreadable ({error})"
@@ -67,12 +69,12 @@ def fix_for(weights_dir: Path) -> str:
     for marker, effect in MARKERS.items():
         if (weights_dir / marker).exists():
             return f"delete {weights_dir / marker} and rerun: {effect}"
-    return (
-        f"{weights_dir} is a folder of your own (local_path): copy the file(s) again from their source"
-    )
+    return f"{weights_dir} is a folder of your own (local_path): copy the file(s) again from their source"
 
 
-def weights_error(family: str, weights_dir: str | Path, loras: list[Path], error: BaseException) -> StepScopeError:
+def weights_error(
+    family: str, weights_dir: str | Path, loras: list[Path], error: BaseException
+) -> StepScopeError:
     weights_dir = Path(weights_dir)
     cause = f"{type(error).__name__}: {error}"
     bad = bad_weight_files([weights_dir, *loras])
