@@ -21,7 +21,7 @@ from stepscope.plan import (
     fingerprint,
     make_batches,
 )
-from stepscope.stepspec import parse_steps
+from stepscope.stepspec import parse_steps, resolve_steps
 
 
 def validate_config():
@@ -286,6 +286,23 @@ def bench_marker():
     return f"{bench_root()}/.stepscope_source.json"
 
 
+def manifest_inputs(wildcards):
+    """The bench's marker, or for a local bench the files it scans: a fixed, added or removed
+    sample file then rebuilds the manifest (a local bench has no marker that would change)."""
+    if config["bench"]["source"] != "local":
+        return [bench_marker()]
+    from stepscope.bench import SAMPLE_FILES, sample_folders
+
+    folders = sample_folders(
+        bench_root(),
+        config["bench"]["splits"],
+        config["bench"]["task_globs"],
+        config["bench"]["samples_per_task"],
+    )
+    files = (f"{folder}/{name}" for folder in folders for name in SAMPLE_FILES)
+    return [path for path in files if os.path.exists(path)]
+
+
 def sample_source(wildcards):
     """What a sampling job reads: a bench sample folder or a custom image + prompt."""
     if wildcards.split == CUSTOM_SPLIT:
@@ -444,6 +461,22 @@ def divergence_items(batch):
     return items
 
 
+def record_files(unit):
+    """Every record a sampled run promises: one deleted later makes the run (and batch) stale."""
+    run_dir = LAYOUT.run_dir(unit)
+    return [f"{run_dir}/{name}" for name in records.RECORD_FILES] + [final_video(unit)]
+
+
+def decoded_files(unit):
+    """Every file a run's decoding promises: its step videos, contact sheet and summary."""
+    out = LAYOUT.decoded_dir(unit)
+    steps = resolve_steps(DECODE_STEPS, config["variants"][unit.variant]["steps"])
+    return [f"{out}/steps/step_{step:04d}.mp4" for step in steps] + [
+        f"{out}/{records.CONTACT_SHEET}",
+        f"{out}/{records.DECODED_SUMMARY}",
+    ]
+
+
 @functools.cache
 def plan():
     """The batched plan (built once per process, on first use)."""
@@ -464,17 +497,8 @@ def plan():
         for unit in units
     }
     stages = {
-        "sample": StagePlan(
-            "sample",
-            sampled,
-            lambda unit: [f"{LAYOUT.run_dir(unit)}/{records.META}", final_video(unit)],
-            inputs=sample_files,
-        ),
-        "decode": StagePlan(
-            "decode",
-            decoded,
-            lambda unit: [f"{LAYOUT.decoded_dir(unit)}/{records.DECODED_SUMMARY}"],
-        ),
+        "sample": StagePlan("sample", sampled, record_files, inputs=sample_files),
+        "decode": StagePlan("decode", decoded, decoded_files),
         "analysis": StagePlan(
             "analysis",
             analysed,

@@ -392,6 +392,30 @@ def validate_sample_files(sample_dir: str | os.PathLike) -> list[str]:
     return [f"{path}: {reason}" for path, reason in problems]
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """Sub-folders by name, hidden ones skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def sample_folders(
+    root: str | os.PathLike,
+    splits: Iterable[str],
+    task_globs: Iterable[str],
+    max_samples_per_task: int | None,
+) -> list[Path]:
+    """The sample folders `scan_bench` reads (absent splits are skipped here; the scan refuses them)."""
+    task_globs = list(task_globs)
+    folders = []
+    for split in splits:
+        split_dir = Path(root) / split
+        if not split_dir.is_dir():
+            continue
+        for task_dir in _subfolders(split_dir):
+            if any(fnmatchcase(task_dir.name, g) for g in task_globs):
+                folders += _subfolders(task_dir)[:max_samples_per_task]
+    return folders
+
+
 def scan_bench(
     root: str | os.PathLike,
     *,
@@ -413,41 +437,37 @@ def scan_bench(
     root = Path(root).absolute()
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    used_globs: set[str] = set()
     for split in splits:
-        split_dir = root / split
-        if not split_dir.is_dir():
+        if not (root / split).is_dir():
             raise FileNotFoundError(
-                f"split folder {split_dir} not found; check the bench root and the splits"
+                f"split folder {root / split} not found; check the bench root and the splits"
             )
-        for task_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            matched = {g for g in task_globs if fnmatchcase(task_dir.name, g)}
-            if not matched:
-                continue
-            used_globs |= matched
-            samples = sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for folder in samples[:max_samples_per_task]:
-                key = {"split": split, "task": task_dir.name, "sample": folder.name}
-                problems, facts = _inspect_sample(folder)
-                if problems:
-                    errors.extend({**key, "path": str(path), "reason": reason} for path, reason in problems)
-                    continue
-                num_frames, fps = facts[GROUND_TRUTH]
-                width, height = facts[FIRST_FRAME]
-                rows.append(
-                    {
-                        **key,
-                        "first_frame": str(folder / FIRST_FRAME),
-                        "final_frame": str(folder / FINAL_FRAME),
-                        "ground_truth": str(folder / GROUND_TRUTH),
-                        "prompt_file": str(folder / PROMPT),
-                        "prompt": facts[PROMPT],
-                        "gt_num_frames": num_frames,
-                        "gt_fps": fps,
-                        "width": width,
-                        "height": height,
-                    }
-                )
+    used_globs = {
+        g for split in splits for task_dir in _subfolders(root / split) for g in task_globs
+        if fnmatchcase(task_dir.name, g)
+    }  # fmt: skip
+    for folder in sample_folders(root, splits, task_globs, max_samples_per_task):
+        key = {"split": folder.parent.parent.name, "task": folder.parent.name, "sample": folder.name}
+        problems, facts = _inspect_sample(folder)
+        if problems:
+            errors.extend({**key, "path": str(path), "reason": reason} for path, reason in problems)
+            continue
+        num_frames, fps = facts[GROUND_TRUTH]
+        width, height = facts[FIRST_FRAME]
+        rows.append(
+            {
+                **key,
+                "first_frame": str(folder / FIRST_FRAME),
+                "final_frame": str(folder / FINAL_FRAME),
+                "ground_truth": str(folder / GROUND_TRUTH),
+                "prompt_file": str(folder / PROMPT),
+                "prompt": facts[PROMPT],
+                "gt_num_frames": num_frames,
+                "gt_fps": fps,
+                "width": width,
+                "height": height,
+            }
+        )
     unused = [g for g in task_globs if g not in used_globs]
     if unused:
         raise ValueError(f"task glob(s) {unused} match no task folder in {root} under splits {splits}")
