@@ -1,0 +1,213 @@
+"""Bad input and faults (issue 17): one broken sample never stops the others, every failure is
+reported, nothing stale is taken as done, and config is read the way Snakemake users write it.
+
+The workflow cases run on a local two-sample bench (one task) with the tiny Wan2.2 twin: one
+sample is broken, the other is the healthy control.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO
+from test_workflow import file_times, job_counts, small_config, snakemake
+
+from stepscope.bench import generate_demo_bench
+
+TASK = "D-1_move_to_target_data-generator"
+RUNS = f"results/runs/demo-wan22-vbvr/In-Domain_50/{TASK}"
+SHEET_HEADER = "split\ttask\tcategory\n"
+
+
+def local_config(folder: Path, sheet_rows: list[str] | None = None, **overrides) -> Path:
+    """The small workflow on the local bench under `folder` (one batch per input)."""
+    sheet = folder / "sheet.tsv"
+    sheet.write_text(SHEET_HEADER + "".join(f"{row}\n" for row in sheet_rows or [f"In-Domain_50\t{TASK}\tx"]))
+    settings = {
+        "bench.source": "local",
+        "bench.local_path": "bench",  # relative: a copy of the folder is a copy of the whole state
+        "bench.sample_sheet": str(sheet),
+        "batch.inputs": 1,
+        **overrides,
+    }
+    path = small_config(folder, **settings)
+    path.write_text(path.read_text().replace(str(REPO / str(sheet)), str(sheet)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> Path:
+    """Two healthy samples, run once to completion; tests work on copies."""
+    folder = tmp_path_factory.mktemp("local-run")
+    generate_demo_bench(folder / "bench", splits=["In-Domain_50"], tasks_per_split=1, samples_per_task=2)
+    snakemake("--configfile", str(local_config(folder)), "--cores", "2", cwd=folder)
+    return folder
+
+
+def copy_of(local_run: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(local_run, target, symlinks=True)
+    return target
+
+
+def failures(work: Path) -> pd.DataFrame:
+    return pd.read_csv(work / "results/tables/failures.csv", dtype=str, keep_default_na=False)
+
+
+def newest_receipt(work: Path, stage: str, batch: str) -> dict:
+    folder = work / "results/batches" / stage / "demo-wan22-vbvr"
+    receipts = folder.glob(f"{batch}.r*.json")
+    return json.loads(max(receipts, key=lambda path: int(path.stem.split(".r")[1])).read_text())
+
+
+# ----- 1. missing inputs: failed runs, never a planning error ------------------------------------
+
+
+@pytest.mark.slow
+def test_missing_inputs_fail_their_runs_alone_and_the_fix_reruns_only_them(local_run, tmp_path):
+    work = copy_of(local_run, tmp_path)
+    prompt = work / "bench/In-Domain_50" / TASK / "00001/prompt.txt"
+    text = prompt.read_text()
+    prompt.unlink()
+    # one sample more than the bench has, and a sheet row naming a task folder the bench lacks
+    broken = local_config(
+        work,
+        [f"In-Domain_50\t{TASK}\tx", "In-Domain_50\tD-9_absent_task\tx"],
+        **{"bench.samples_per_task": 3, "bench.task_globs": ["D-*"]},
+    )
+    control = file_times(work / RUNS / "00000")
+    result = snakemake("--configfile", str(broken), "--cores", "2", cwd=work, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "MissingInputException" not in output
+    assert "Error in rule check_failures" in output and "First causes:" in output and "prompt.txt" in output
+    failed = failures(work)
+    assert sorted(zip(failed["task"], failed["sample"], failed["stage"], strict=True)) == [
+        (TASK, "00001", "sample"),
+        (TASK, "00002", "sample"),
+        ("D-9_absent_task", "00000", "sample"),
+        ("D-9_absent_task", "00001", "sample"),
+        ("D-9_absent_task", "00002", "sample"),
+    ]
+    errors = dict(zip(failed["task"] + "/" + failed["sample"], failed["error"], strict=True))
+    assert f"{prompt.relative_to(work)}: missing" in errors[f"{TASK}/00001"]
+    assert (
+        "sample folder not found" in errors[f"{TASK}/00002"]
+        and "bench.samples_per_task=3" in errors[f"{TASK}/00002"]
+    )
+    assert "line 3 (In-Domain_50, D-9_absent_task)" in errors["D-9_absent_task/00000"]
+    assert "bench.task_globs" in errors["D-9_absent_task/00000"]
+    assert "## Failed runs (5)" in (work / "results/tables/summary.md").read_text()
+    # The healthy control was neither lost nor redone.
+    assert file_times(work / RUNS / "00000") == control
+
+    # Fixed (file restored, plan back to what the bench has): only the broken run is sampled.
+    prompt.write_text(text)
+    fixed = local_config(work)
+    snakemake("--configfile", str(fixed), "--cores", "2", cwd=work)
+    assert (work / RUNS / "00001/seed1/meta.json").exists() and file_times(work / RUNS / "00000") == control
+    assert [m["status"] for m in newest_receipt(work, "sample", "b0001")["members"]] == ["done"]
+    assert [m["status"] for m in newest_receipt(work, "sample", "b0000")["members"]] == ["skipped"]
+    assert failures(work).empty
+
+
+# ----- 2 + 3. broken inputs refused; the report works when every run fails ----------------------
+
+
+@pytest.mark.slow
+def test_when_every_run_fails_the_tables_still_report_each_cause(local_run, tmp_path):
+    work = copy_of(local_run, tmp_path)
+    config = str(local_config(work))
+    samples = work / "bench/In-Domain_50" / TASK
+    video = samples / "00000/ground_truth.mp4"
+    good = video.read_bytes()
+    video.write_bytes(good[: len(good) // 2])  # truncated ground truth
+    (samples / "00001/prompt.txt").unlink()
+    result = snakemake("--configfile", config, "--cores", "2", cwd=work, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "KeyError" not in output
+    assert "Error in rule check_failures" in output and "ground_truth.mp4" in output
+    failed = failures(work)
+    assert list(failed["sample"]) == ["00000", "00001"] and set(failed["stage"]) == {"sample"}
+    assert "ground_truth.mp4: unreadable" in failed["error"][0]
+    summary = (work / "results/tables/summary.md").read_text()
+    assert "## Failed runs (2)" in summary and "00000/seed1: failed in sample" in summary
+    assert pd.read_csv(work / "results/tables/summary.csv").empty  # nothing scored, nothing invented
+    assert not (work / RUNS / "00000/seed1/meta.json").exists()
+
+
+# ----- 4. stale state ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_deleted_records_and_fixed_samples_are_not_taken_as_done(local_run, tmp_path):
+    work = copy_of(local_run, tmp_path)
+    config = str(local_config(work))
+    assert job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout) == {}
+
+    # A record deleted while meta.json stays: the run is not complete.
+    (work / RUNS / "00000/seed1/steps.safetensors").unlink()
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert counts.get("sample_batch") == 1
+    (work / RUNS / "00000/seed1/activations.parquet").unlink(missing_ok=True)
+    shutil.rmtree(work / "results/decoded")  # every decoded file is a promised output too
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert counts.get("sample_batch") == 1 and counts.get("decode_batch") == 2
+
+    # The manifest of a local bench follows its sample files: broken, then fixed.
+    image = work / "bench/In-Domain_50" / TASK / "00001/first_frame.png"
+    good = image.read_bytes()
+    image.write_bytes(b"not a png")
+    target = "results/manifest_errors.parquet"
+    snakemake("--configfile", config, "--cores", "1", target, cwd=work)
+    assert list(pd.read_parquet(work / target)["path"]) == [str(image)]
+    image.write_bytes(good)
+    assert "manifest" in job_counts(snakemake("-n", "--configfile", config, target, cwd=work).stdout)
+    snakemake("--configfile", config, "--cores", "1", target, cwd=work)
+    assert pd.read_parquet(work / target).empty
+
+
+# ----- 5. config the way Snakemake users write it -----------------------------------------------
+
+
+def test_config_on_the_command_line_overrides_single_keys_of_the_default_config(tmp_path):
+    result = snakemake(
+        "-n",
+        "--config",
+        "run_variants=[wan22-base]",
+        f"results={tmp_path}/o",
+        f"resources={tmp_path}/r",
+        cwd=tmp_path,
+    )
+    counts = job_counts(result.stdout)
+    assert counts["sample_batch"] == 100 and "download_lora" not in counts  # one variant, no LoRA
+
+
+def test_an_unknown_top_level_key_is_one_message_naming_it(tmp_path):
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["colour"] = "blue"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path), cwd=tmp_path, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "'colour' was unexpected" in output
+    assert len(output.splitlines()) < 15, output
+
+
+def test_every_default_the_schema_states_is_applied(tmp_path):
+    """jsonschema's default filling (snakemake.utils.validate) does not follow $ref: a default
+    stated only inside $defs is never applied, so none may be stated there; and a hub bench with
+    nothing but its defaults plans (the omitted bench.revision once crashed at parse time)."""
+    schema = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+    assert [name for name, spec in schema["$defs"].items() if "default" in spec] == []
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["bench"] = {"samples_per_task": 1}
+    config.update(results=str(tmp_path / "o"), resources=str(tmp_path / "r"))
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
+    assert "hub/datasets/Video-Reason--VBVR-Bench-Data/main/.stepscope_source.json" in result.stdout
