@@ -159,7 +159,6 @@ def load_tasks():
 
     sheet = read_task_sheet(sheet_path)
     validate(sheet, schema="../config/schema/samples.schema.yaml")
-    sheet["line"] = sheet.index + 2  # line in the file (after the header), for messages
     sheet = sheet[sheet["split"].isin(config["bench"]["splits"])]
     globs = config["bench"]["task_globs"]
     keep = sheet["task"].apply(
@@ -169,7 +168,6 @@ def load_tasks():
 
 
 TASKS = load_tasks()
-TASK_LINES = {(row.split, row.task): row.line for row in TASKS.itertuples()}
 SAMPLES = [f"{index:05d}" for index in range(config["bench"]["samples_per_task"])]
 SEED_RUNS = [f"seed{seed}" for seed in config["seeds"]]
 ENSEMBLE_RUNS = [
@@ -321,18 +319,12 @@ def sample_inputs(wildcards):
     return [bench_marker()]
 
 
-def input_origin(unit):
-    """Where the plan took an input from, and how to take it out, for a failed run's message."""
-    if unit.split == CUSTOM_SPLIT:
-        return f"config `custom` entry {unit.task!r}: fix its image, or remove the entry"
-    line = TASK_LINES[(unit.split, unit.task)]
-    return (
-        f"planned by line {line} ({unit.split}, {unit.task}) of bench.sample_sheet "
-        f"{config['bench']['sample_sheet']}, sample {unit.sample} of bench.samples_per_task="
-        f"{config['bench']['samples_per_task']}: fix the files named, or take the input out of "
-        "the plan (drop that line, exclude the task with bench.task_globs, or lower "
-        "bench.samples_per_task)"
-    )
+def bench_plan():
+    """What a failed input's message quotes: where the plan takes bench inputs from."""
+    return {
+        "sample_sheet": str(workflow_path(config["bench"]["sample_sheet"])),
+        "samples_per_task": config["bench"]["samples_per_task"],
+    }
 
 
 def variant_settings(variant):
@@ -585,7 +577,6 @@ def sample_members(wildcards):
                 "out_dir": LAYOUT.run_dir(unit),
                 "video_link": final_video(unit),
                 "inputs": sample_files(unit),
-                "origin": input_origin(unit),
             }
         )
     return members

@@ -31,12 +31,12 @@ def local_config(folder: Path, sheet_rows: list[str] | None = None, **overrides)
     settings = {
         "bench.source": "local",
         "bench.local_path": "bench",  # relative: a copy of the folder is a copy of the whole state
-        "bench.sample_sheet": str(sheet),
+        "bench.sample_sheet": sheet.name,  # relative too
         "batch.inputs": 1,
         **overrides,
     }
     path = small_config(folder, **settings)
-    path.write_text(path.read_text().replace(str(REPO / str(sheet)), str(sheet)))
+    path.write_text(path.read_text().replace(str(REPO / sheet.name), sheet.name))
     return path
 
 
@@ -163,11 +163,11 @@ def test_deleted_records_and_fixed_samples_are_not_taken_as_done(local_run, tmp_
     good = image.read_bytes()
     image.write_bytes(b"not a png")
     target = "results/manifest_errors.parquet"
-    snakemake("--configfile", config, "--cores", "1", target, cwd=work)
+    snakemake(target, "--cores", "1", "--configfile", config, cwd=work)
     assert list(pd.read_parquet(work / target)["path"]) == [str(image)]
     image.write_bytes(good)
-    assert "manifest" in job_counts(snakemake("-n", "--configfile", config, target, cwd=work).stdout)
-    snakemake("--configfile", config, "--cores", "1", target, cwd=work)
+    assert "manifest" in job_counts(snakemake("-n", target, "--configfile", config, cwd=work).stdout)
+    snakemake(target, "--cores", "1", "--configfile", config, cwd=work)
     assert pd.read_parquet(work / target).empty
 
 

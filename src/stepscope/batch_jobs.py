@@ -183,12 +183,29 @@ def prune_older_generations(path: str | Path) -> None:
             remove_stale(str(older))
 
 
-def input_error(error: BaseException, member: dict[str, Any]) -> BaseException:
-    """A bad input's error with where the plan took the input from and how to drop it."""
-    if not member.get("origin"):
+def input_error(
+    error: BaseException, member: dict[str, Any], bench_plan: dict[str, Any] | None
+) -> BaseException:
+    """A bad input's error, with where the plan took the input from and how to take it out."""
+    if bench_plan is None:
         return error
+    labels = member["labels"]
+    if "sample_dir" not in member["source"]:
+        where = f"config `custom` entry {labels['task']!r}: fix its image, or remove the entry"
+    else:
+        from .bench import read_task_sheet
+
+        sheet = read_task_sheet(bench_plan["sample_sheet"])
+        rows = sheet.index[(sheet["split"] == labels["split"]) & (sheet["task"] == labels["task"])]
+        line = f"line {rows[0] + 2}" if len(rows) else "a line"
+        where = (
+            f"planned by {line} ({labels['split']}, {labels['task']}) of bench.sample_sheet "
+            f"{bench_plan['sample_sheet']}, sample {labels['sample']} of bench.samples_per_task="
+            f"{bench_plan['samples_per_task']}: fix the files named, or take the input out of the plan "
+            "(drop that line, exclude the task with bench.task_globs, or lower bench.samples_per_task)"
+        )
     cause = str(error) if isinstance(error, StepScopeError) else f"{type(error).__name__}: {error}"
-    return StepScopeError(f"{cause} [input {member['origin']}]")
+    return StepScopeError(f"{cause} [input {where}]")
 
 
 class LazyLoader:
@@ -230,11 +247,14 @@ def run_sample_batch(
     members: list[dict[str, Any]],
     receipt: str,
     variant: str,
+    bench_plan: dict[str, Any] | None = None,
 ) -> Receipt:
     """Sample every member of a batch that is not up to date, with one model load.
 
     A member: key, labels, fingerprint, source, settings, record, seeds, ensemble, out_dir,
     video_link (the scorer layout path) and inputs (files whose change makes it stale).
+    `bench_plan` (sample_sheet, samples_per_task) lets a bad input's error say where the plan
+    took it from; it is batch-wide, so editing the sheet elsewhere never reruns a batch.
     """
     from .jobs import load_job_pipeline, resolve_input, sample_run
     from .provenance import weights_identity
@@ -255,7 +275,7 @@ def run_sample_batch(
         try:
             info = resolve_input(member["source"])  # a bad input fails before the model loads
         except Exception as error:
-            outcomes.fail(member, out_dir, input_error(error, member))
+            outcomes.fail(member, out_dir, input_error(error, member, bench_plan))
             continue
         pipe, lora_specs = loader.get()  # a model that does not load fails the job (retried)
         identity = identity or weights_identity(weights_dir)

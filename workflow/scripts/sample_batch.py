@@ -18,4 +18,5 @@ with redirect_to_log(snakemake.log[0]):
         members=list(snakemake.params.members),
         receipt=snakemake.output[0],
         variant=snakemake.wildcards.variant,
+        bench_plan=dict(snakemake.params.bench_plan),
     )
