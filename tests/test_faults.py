@@ -211,3 +211,28 @@ def test_every_default_the_schema_states_is_applied(tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = snakemake("-n", "--configfile", str(path), cwd=tmp_path)
     assert "hub/datasets/Video-Reason--VBVR-Bench-Data/main/.stepscope_source.json" in result.stdout
+
+
+def test_a_shared_weights_folder_is_written_once_and_never_under_a_reader(tmp_path):
+    """Two checkouts sharing resources/: the second keeps what the first completed (same inodes,
+    so a process loading them is not disturbed) and only puts back the marker Snakemake deleted."""
+    from stepscope.shared import publish_once
+
+    calls = []
+
+    def make(folder):
+        calls.append(folder)
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub/weights.bin").write_bytes(b"w" * 100)
+        (folder / "marker.json").write_text("{}")
+
+    target = tmp_path / "tiny/model"
+    assert publish_once(target, make, "marker.json") is True
+    inode = (target / "sub/weights.bin").stat().st_ino
+    (target / "marker.json").unlink()  # what the second checkout's Snakemake does before its job
+    assert publish_once(target, make, "marker.json") is False
+    assert len(calls) == 1 and (target / "marker.json").read_text() == "{}"
+    assert (target / "sub/weights.bin").stat().st_ino == inode
+    assert not list(tmp_path.glob("tiny/.model.tmp-*"))
+    (target / "sub/weights.bin").write_bytes(b"cut")  # damaged: made again
+    assert publish_once(target, make, "marker.json") is True and len(calls) == 2
