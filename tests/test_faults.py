@@ -236,3 +236,72 @@ def test_a_shared_weights_folder_is_written_once_and_never_under_a_reader(tmp_pa
     assert not list(tmp_path.glob("tiny/.model.tmp-*"))
     (target / "sub/weights.bin").write_bytes(b"cut")  # damaged: made again
     assert publish_once(target, make, "marker.json") is True and len(calls) == 2
+
+
+# ----- 2. weights that do not load name the file and the fix ------------------------------------
+
+
+def test_a_truncated_weights_file_is_named_with_the_fix(tiny_weights, tmp_path):
+    from stepscope.errors import StepScopeError
+    from stepscope.jobs import load_decoder
+    from stepscope.models import LoraSpec, load_pipeline
+
+    folder = Path(shutil.copytree(tiny_weights("wan2.2"), tmp_path / "tiny"))
+    vae = folder / "Wan2.1_VAE.safetensors"
+    data = vae.read_bytes()
+    vae.write_bytes(data[: len(data) // 3])
+    for load in (
+        lambda: load_pipeline("wan2.2", folder, device="cpu"),
+        lambda: load_decoder("wan2.2", str(folder), {"device": "cpu"}),
+    ):
+        with pytest.raises(StepScopeError) as caught:
+            load()
+        message = str(caught.value)
+        assert f"{vae}: truncated" in message and "SafetensorError" in message
+        assert f"delete {folder / 'stepscope_tiny.json'} and rerun" in message
+
+    vae.write_bytes(data)  # whole again; now a LoRA file with a cut header
+    lora = tmp_path / "lora.safetensors"
+    lora.write_bytes(b"\xff\xff\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(StepScopeError, match=f"{lora}: incomplete"):
+        load_pipeline("wan2.2", folder, device="cpu", loras=[LoraSpec(lora, "high_noise")])
+
+
+# ----- 3. the report when every run failed (no scores at all) ---------------------------------------
+
+
+def test_tables_and_the_failure_check_work_when_every_run_failed(tmp_path):
+    from stepscope.analysis_jobs import check_failures, tables_job
+    from stepscope.errors import StepScopeError
+    from stepscope.plan import Receipt
+
+    keys = [f"In-Domain_50/{TASK}/{sample:05d}/seed1" for sample in range(5)]
+    members = [
+        {
+            "key": key,
+            "fingerprint": "f",
+            "status": "upstream_failed",
+            "failed_stage": "sample",
+            "error": f"cause {i}",
+        }
+        for i, key in enumerate(keys)
+    ]
+    receipt = tmp_path / "b0000.r0.json"
+    receipt.write_text(json.dumps(Receipt("analysis", "v", "b0000.r0", members).to_json()))
+    out = tmp_path / "tables"
+    tables_job(
+        receipts=[str(receipt)],
+        metric="total",
+        out_scores=str(out / "scores.parquet"),
+        out_dir=str(out),
+        figure_dir=str(out / "figures"),
+    )
+    failed = pd.read_csv(out / "failures.csv", dtype=str)
+    assert list(failed["error"]) == [f"cause {i}" for i in range(5)] and set(failed["stage"]) == {"sample"}
+    assert "## Failed runs (5)" in (out / "summary.md").read_text()
+    assert pd.read_csv(out / "summary.csv").empty and pd.read_csv(out / "ablation.csv").empty
+    with pytest.raises(StepScopeError) as caught:
+        check_failures(str(out / "failures.csv"))
+    message = str(caught.value)
+    assert "5 run(s) failed" in message and "cause 0" in message and "cause 2" in message
+    assert "cause 3" not in message and "(and 2 more)" in message and "\n" not in message
