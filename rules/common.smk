@@ -9,7 +9,7 @@ import pandas as pd
 from snakemake.utils import validate
 
 from stepscope import records
-from stepscope.batch_jobs import FIGURES_MARKER
+from stepscope.batch_jobs import FIGURES_MARKER, decoded_files
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
 from stepscope.plan import (
@@ -459,14 +459,12 @@ def record_files(unit):
     return [f"{run_dir}/{name}" for name in records.RECORD_FILES] + [final_video(unit)]
 
 
-def decoded_files(unit):
+def decoding_outputs(unit):
     """Every file a run's decoding promises: its step videos, contact sheet and summary."""
     out = LAYOUT.decoded_dir(unit)
     steps = resolve_steps(DECODE_STEPS, config["variants"][unit.variant]["steps"])
-    return [f"{out}/steps/step_{step:04d}.mp4" for step in steps] + [
-        f"{out}/{records.CONTACT_SHEET}",
-        f"{out}/{records.DECODED_SUMMARY}",
-    ]
+    files = decoded_files(out, {"steps": steps})
+    return [str(path) for path in files] + [f"{out}/{records.DECODED_SUMMARY}"]
 
 
 @functools.cache
@@ -490,7 +488,7 @@ def plan():
     }
     stages = {
         "sample": StagePlan("sample", sampled, record_files, inputs=sample_files),
-        "decode": StagePlan("decode", decoded, decoded_files),
+        "decode": StagePlan("decode", decoded, decoding_outputs),
         "analysis": StagePlan(
             "analysis",
             analysed,

@@ -153,10 +153,18 @@ def test_deleted_records_and_fixed_samples_are_not_taken_as_done(local_run, tmp_
     (work / RUNS / "00000/seed1/steps.safetensors").unlink()
     counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
     assert counts.get("sample_batch") == 1
-    (work / RUNS / "00000/seed1/activations.parquet").unlink(missing_ok=True)
-    shutil.rmtree(work / "results/decoded")  # every decoded file is a promised output too
+    # A decoded step video of the other run: every decoded file is a promised output too.
+    decoded = work / RUNS.replace("results/runs", "results/decoded") / "00001/seed1"
+    next(decoded.glob("steps/step_*.mp4")).unlink()
     counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
     assert counts.get("sample_batch") == 1 and counts.get("decode_batch") == 2
+    untouched = file_times(work / RUNS / "00001")
+    snakemake("--configfile", config, "--cores", "2", cwd=work)
+    assert job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout) == {}
+    assert (work / RUNS / "00000/seed1/steps.safetensors").exists() and len(
+        list(decoded.glob("steps/*.mp4"))
+    ) == 2
+    assert file_times(work / RUNS / "00001") == untouched  # its records were not sampled again
 
     # The manifest of a local bench follows its sample files: broken, then fixed.
     image = work / "bench/In-Domain_50" / TASK / "00001/first_frame.png"

@@ -352,6 +352,7 @@ def run_decode_batch(
             summary
             and summary.get("fingerprint") == member["fingerprint"]
             and summary.get("run_id") == run_meta.get("run_id")
+            and all(path.exists() for path in decoded_files(member["out_dir"], summary))
         ):
             outcomes.add(member, "skipped")
             continue
@@ -373,6 +374,14 @@ def run_decode_batch(
             )
             outcome["decode_s"] = time.perf_counter() - started
     return write_receipt(receipt, "decode", variant, outcomes, load_s=loader.load_s)
+
+
+def decoded_files(out_dir: str | Path, summary: dict[str, Any]) -> list[Path]:
+    """The files a decoding summary stands for (a deleted one makes the decoding stale)."""
+    out = Path(out_dir)
+    return [out / "steps" / f"step_{int(step):04d}.mp4" for step in summary.get("steps", [])] + [
+        out / records.CONTACT_SHEET
+    ]
 
 
 # ----- figures and scores ----------------------------------------------------------------------
