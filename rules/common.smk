@@ -238,14 +238,17 @@ def lora_dir(name):
 
 
 def lora_files(variant):
-    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker."""
+    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker. A
+    missing file of a local_path LoRA is no planning error (that would stop every variant): the
+    variant's sampling jobs fail, naming it."""
     inputs = []
     for item in config["variants"][variant].get("loras", []):
         lora = config["loras"][item["lora"]]
+        path = f"{lora_dir(item['lora'])}/{item['file']}"
         if lora.get("repo_id") and not lora.get("local_path"):
             inputs.append(f"{lora_dir(item['lora'])}/.stepscope_source.json")
-        else:
-            inputs.append(f"{lora_dir(item['lora'])}/{item['file']}")
+        elif not lora.get("local_path") or os.path.exists(path):
+            inputs.append(path)
     return sorted(set(inputs))
 
 
