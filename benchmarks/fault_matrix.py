@@ -48,7 +48,7 @@ def attempt(call) -> str:
     try:
         return f"accepted: {call()}"
     except Exception as error:  # the observed outcome is what is reported
-        return f"{type(error).__name__}: {str(error)[:160]}"
+        return f"{type(error).__name__}: {str(error)[:400]}"
 
 
 def main(scratch: Path) -> None:
@@ -80,6 +80,11 @@ def main(scratch: Path) -> None:
     control = file_times(work / RUNS / "00000")
     result = snakemake("--configfile", str(config), "--cores", "2", cwd=work, check=False)
     observed = outcome(work, result)
+    named = failures(work)["error"]
+    observed += (
+        f"; every error names its sheet line and the fix: "
+        f"{all('of bench.sample_sheet' in e and 'take the input out of the plan' in e for e in named)}"
+    )
     untouched = file_times(work / RUNS / "00000") == control
     row(
         "prompt.txt deleted + sheet row of an absent task + samples_per_task 3 > 2 (batch.inputs 1)",
@@ -241,11 +246,12 @@ def main(scratch: Path) -> None:
     unknown["colour"] = "blue"
     (scratch / "unknown.yaml").write_text(yaml.safe_dump(unknown))
     result = snakemake("-n", "--configfile", str(scratch / "unknown.yaml"), cwd=scratch, check=False)
-    message = next((line for line in result.stderr.splitlines() if "config error" in line), "")
+    output = result.stdout + result.stderr
+    message = next((line for line in output.splitlines() if "config error" in line), "")
     row(
         "unknown top-level key",
         "one message naming the key",
-        f"rc={result.returncode}, {len((result.stdout + result.stderr).splitlines())} lines: {message[:110]}",
+        f"rc={result.returncode}, {len(output.splitlines())} lines: {message[:160]}",
     )
 
     table = ["| case | expected | observed |", "| --- | --- | --- |"]
