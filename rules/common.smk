@@ -12,6 +12,7 @@ from stepscope import records
 from stepscope.batch_jobs import FIGURES_MARKER, decoded_files
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
+from stepscope.layouts import family_sources
 from stepscope.plan import (
     RECORDS_FORMAT,
     Layout,
@@ -21,7 +22,8 @@ from stepscope.plan import (
     fingerprint,
     make_batches,
 )
-from stepscope.stepspec import parse_steps, resolve_steps
+from stepscope.scoring import check_scorer_names
+from stepscope.stepspec import is_empty, parse_steps, resolve_steps
 
 
 def validate_config():
@@ -33,9 +35,8 @@ def validate_config():
     try:
         validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
     except WorkflowError as error:
-        cause = (
-            error.__context__
-        )  # the jsonschema error Snakemake's own was raised from
+        # the jsonschema error Snakemake's own was raised from
+        cause = error.__context__
         if not isinstance(cause, jsonschema.ValidationError):
             raise
         key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
@@ -44,6 +45,8 @@ def validate_config():
         ) from None
 
 
+# A renamed scorer fails with its new name before the schema's generic message.
+check_scorer_names(config.get("scoring", {}).get("scorers", []))
 validate_config()
 
 RESULTS = config["results"]
@@ -115,6 +118,16 @@ def check_config():
             config_error(
                 f"models.{name}", "give repo_id (download), local_path, or tiny: true"
             )
+    device = config["device"]
+    with_loras = any(config["variants"][v].get("loras") for v in config["run_variants"])
+    if with_loras and (device["lora_mode"] == "hotload") == (
+        device["offload"] == "none"
+    ):
+        config_error(
+            "device.lora_mode",
+            f"{device['lora_mode']!r} does not go with device.offload {device['offload']!r}: "
+            "hotload needs offload seed or cpu (diffsynth's VRAM management), fuse needs offload none",
+        )
     steps = [config["variants"][name]["steps"] for name in config["run_variants"]]
     for key, spec in (
         ("record.capture_steps", config["record"]["capture_steps"]),
@@ -186,10 +199,23 @@ def inputs():
         yield CUSTOM_SPLIT, name, "00000"
 
 
+def variant_inputs(variant):
+    """The inputs a variant runs: every input, or the bench tasks and samples its `task_globs` /
+    `samples_per_task` keep (e.g. a second family on a few tasks); custom inputs always.
+    """
+    settings = config["variants"][variant]
+    globs, limit = settings.get("task_globs"), settings.get("samples_per_task")
+    for split, task, sample in inputs():
+        keep_task = globs is None or any(fnmatch.fnmatch(task, g) for g in globs)
+        keep_sample = limit is None or int(sample) < limit
+        if split == CUSTOM_SPLIT or (keep_task and keep_sample):
+            yield split, task, sample
+
+
 def all_runs():
     """Every run the plan holds, as wildcard dicts."""
     for variant in config["run_variants"]:
-        for split, task, sample in inputs():
+        for split, task, sample in variant_inputs(variant):
             for run in SEED_RUNS + ENSEMBLE_RUNS:
                 yield dict(
                     variant=variant, split=split, task=task, sample=sample, run=run
@@ -224,6 +250,50 @@ def model_marker(name):
     if model.get("tiny"):
         return f"{model_dir(name)}/stepscope_tiny.json"
     return f"{model_dir(name)}/.stepscope_source.json"
+
+
+def source_entries(name):
+    """A model's other repos (source -> {repo_id, revision, local_path}), for downloaded models the
+    family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all.
+    """
+    model = config["models"][name]
+    given = model.get("sources") or {}
+    unknown = set(given) - set(family_sources(model["family"]))
+    if unknown:
+        config_error(
+            f"models.{name}.sources",
+            f"{sorted(unknown)} is not a weights source of {model['family']}; "
+            f"known: {sorted(family_sources(model['family']))}",
+        )
+    entries = {}
+    for source, repo_id in family_sources(model["family"]).items():
+        entry = dict(given.get(source) or {})
+        if not entry and (model.get("local_path") or model.get("tiny")):
+            continue  # looked for inside the model's folder (the seed's ./models/<repo_id>)
+        entry.setdefault("repo_id", repo_id)
+        entry.setdefault("revision", "main")
+        entries[source] = entry
+    return entries
+
+
+def source_dir(entry):
+    if entry.get("local_path"):
+        return entry["local_path"]
+    return f"{RESOURCES}/hub/models/{slug(entry['repo_id'])}/{entry['revision']}"
+
+
+def model_sources(name):
+    """Folders of a model's other repos, as the loader takes them (`sources`)."""
+    return {source: source_dir(entry) for source, entry in source_entries(name).items()}
+
+
+def model_markers(name):
+    """The files that prove a model's folders are complete (none for a user's local folders)."""
+    markers = [model_marker(name)] if model_marker(name) else []
+    for entry in source_entries(name).values():
+        if not entry.get("local_path"):
+            markers.append(f"{source_dir(entry)}/.stepscope_source.json")
+    return markers
 
 
 def lora_dir(name):
@@ -331,9 +401,10 @@ def bench_plan():
 
 
 def variant_settings(variant):
+    """What a variant's runs are sampled with (not which model, LoRAs or inputs it runs)."""
     settings = dict(config["variants"][variant])
-    settings.pop("model")
-    settings.pop("loras", None)
+    for key in ("model", "loras", "task_globs", "samples_per_task"):
+        settings.pop(key, None)
     return settings
 
 
@@ -365,23 +436,52 @@ def lora_target_of_file(lora, file):
 
 
 # ----- used by rules/download.smk ------------------------------------------------------------
-def hub_lookup(kind, slug_name, revision):
-    """The config entry behind a download path (kind: models | loras)."""
-    for name, entry in config[kind].items():
+@functools.cache
+def hub_repos():
+    """Every hub repo the config downloads, by (kind, slug, revision): repo id and allow patterns.
+
+    A model's main repo and its family's other repos (LTX-2.3: Gemma-3) each get their own
+    folder and download job, with exactly the files its part of the loader layout opens.
+    """
+    repos = {}
+    for name, model in config["models"].items():
         if (
-            entry.get("repo_id")
-            and slug(entry["repo_id"]) == slug_name
-            and entry.get("revision", "main") == revision
+            model.get("repo_id")
+            and not model.get("local_path")
+            and not model.get("tiny")
         ):
-            return name, entry
-    raise ValueError(
-        f"no {kind} entry with repo {slug_name!r} at revision {revision!r}"
-    )
+            repos[("models", slug(model["repo_id"]), model.get("revision", "main"))] = {
+                "repo_id": model["repo_id"],
+                "patterns": allow_patterns(model["family"]),
+            }
+        for source, entry in source_entries(name).items():
+            if not entry.get("local_path"):
+                repos[("models", slug(entry["repo_id"]), entry["revision"])] = {
+                    "repo_id": entry["repo_id"],
+                    "patterns": allow_patterns(model["family"], source),
+                }
+    for lora in config["loras"].values():
+        if lora.get("repo_id") and not lora.get("local_path"):
+            repos[("loras", slug(lora["repo_id"]), lora.get("revision", "main"))] = {
+                "repo_id": lora["repo_id"],
+                "patterns": lora["files"],
+            }
+    return repos
+
+
+def hub_lookup(kind, slug_name, revision):
+    """The download behind a hub path (kind: models | loras): repo id and allow patterns."""
+    try:
+        return hub_repos()[(kind, slug_name, revision)]
+    except KeyError:
+        raise ValueError(
+            f"no configured {kind} repo {slug_name!r} at revision {revision!r}"
+        ) from None
 
 
 # ----- the batched plan (stepscope.plan; docs/workflow.md) -------------------------------------
 DECODE_STEPS = config["decode"]["steps"]
-DECODING = parse_steps(DECODE_STEPS) != frozenset()
+DECODING = not is_empty(DECODE_STEPS)
 
 
 def sample_files(unit):
@@ -403,6 +503,12 @@ def sampling_request(unit):
         "format": RECORDS_FORMAT,
         "family": family(unit.variant),
         "weights": model_dir(variant["model"]),
+        # only families with several repos have sources (other runs keep their fingerprints)
+        **(
+            {"weight_sources": model_sources(variant["model"])}
+            if model_sources(variant["model"])
+            else {}
+        ),
         "loras": lora_params(unit.variant),
         "source": sample_source(unit),
         "settings": run_settings(unit),
@@ -632,26 +738,11 @@ def all_receipts(stage):
     return plan().receipts(stage)
 
 
-# ----- used by rules/download.smk ------------------------------------------------------------
-def hub_lookup(kind, slug_name, revision):
-    """The config entry behind a download path (kind: models | loras)."""
-    for name, entry in config[kind].items():
-        if (
-            entry.get("repo_id")
-            and slug(entry["repo_id"]) == slug_name
-            and entry.get("revision", "main") == revision
-        ):
-            return name, entry
-    raise ValueError(
-        f"no {kind} entry with repo {slug_name!r} at revision {revision!r}"
-    )
-
-
 # ----- used by rules/sample.smk ------------------------------------------------------------
 def weights_inputs(wildcards):
     variant = config["variants"][wildcards.variant]
     return {
-        "weights": model_marker(variant["model"]),
+        "weights": model_markers(variant["model"]),
         "loras": lora_files(wildcards.variant),
     }
 

@@ -50,6 +50,9 @@ def job_counts(output: str) -> dict[str, int]:
 
 def write_config(folder: Path, base: str = "config/demo.yaml", **overrides) -> Path:
     config = yaml.safe_load((REPO / base).read_text())
+    if base == "config/demo.yaml":
+        # the workflow tests run the demo's main family; test_families runs the others
+        config["run_variants"] = ["demo-wan22-vbvr"]
     for key, value in overrides.items():
         node = config
         *parents, last = key.split(".")
@@ -100,7 +103,7 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
     config = write_config(
         tmp_path,
         custom=[{"name": "my-puzzle", "image": str(image), "prompt": "solve it", "num_frames": 9}],
-        **{"scoring.scorers": ["builtin", "vbvr-evalkit"]},
+        **{"scoring.scorers": ["stepscope-proxy", "vbvr-evalkit"]},
     )
     result = snakemake("-n", "--configfile", str(config), cwd=tmp_path)
     counts = job_counts(result.stdout)
@@ -110,6 +113,13 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
         "rule sample_batch", 1
     )[1]
     assert str(image) in batch  # the custom image is what the third batch reads
+
+
+def test_old_builtin_scorer_name_fails_with_the_new_one(tmp_path):
+    config = write_config(tmp_path, **{"scoring.scorers": ["builtin"]})
+    result = snakemake("-n", "--configfile", str(config), cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "'builtin' was renamed 'stepscope-proxy'" in result.stdout + result.stderr
 
 
 def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from .tables import build_tables
 def score_run_job(
     *, run_dir: str, decoded_summary: str | None, sample_dir: str, labels: dict[str, str], out: str
 ) -> None:
-    """Builtin scores of a run's final video (step -1) and of each decoded step video."""
+    """stepscope-proxy scores of a run's final video (step -1) and of each decoded step video."""
     base = {key: labels[key] for key in ("variant", "split", "task", "sample")}
     seed = seed_label(labels["run"])
     items = [(RunId(**base, seed=seed, step=-1), str(Path(run_dir) / "video.mp4"), sample_dir)]

@@ -247,6 +247,7 @@ def run_sample_batch(
     members: list[dict[str, Any]],
     receipt: str,
     variant: str,
+    sources: dict[str, str] | None = None,
     bench_plan: dict[str, Any] | None = None,
 ) -> Receipt:
     """Sample every member of a batch that is not up to date, with one model load.
@@ -260,7 +261,7 @@ def run_sample_batch(
     from .provenance import weights_identity
 
     inject_fault_once()
-    loader = LazyLoader(lambda: load_job_pipeline(family, weights_dir, loras, device))
+    loader = LazyLoader(lambda: load_job_pipeline(family, weights_dir, loras, device, sources))
     outcomes = Members("sample")
     identity = None
     for member in members:
@@ -277,8 +278,8 @@ def run_sample_batch(
         except Exception as error:
             outcomes.fail(member, out_dir, input_error(error, member, bench_plan))
             continue
-        pipe, lora_specs = loader.get()  # a model that does not load fails the job (retried)
-        identity = identity or weights_identity(weights_dir)
+        pipe = loader.get()  # a model that does not load fails the job (retried)
+        identity = identity or weights_identity(weights_dir, sources)
         with outcomes.attempt(member, out_dir) as outcome:
             started = time.perf_counter()
             sample_run(
@@ -297,9 +298,7 @@ def run_sample_batch(
                     "input_stamps": input_stamps(member["inputs"]),
                     "batch": Path(receipt).stem,
                     "weights": identity,
-                    "loras": [
-                        {"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs
-                    ],
+                    "loras": pipe.stepscope_loras,
                     # the model is loaded once per batch job: load_s is that one load
                     "timings": {"load_s": loader.load_s},
                 },
@@ -408,7 +407,7 @@ def run_analysis_batch(
     report_figures: str,
     report_sheets: str,
 ) -> Receipt:
-    """Figures and builtin scores of every member not up to date; cross-seed divergence per input;
+    """Figures and stepscope-proxy scores of every member not up to date; cross-seed divergence per input;
     the report folders (hard links to every member's figures and contact sheet).
 
     A member: key, labels, fingerprint, run_dir, decoded_dir (None without decoding), figure_dir,
@@ -423,7 +422,6 @@ def run_analysis_batch(
     inject_fault_once()
     outcomes = Members("analysis")
     redone: set[str] = set()
-    wanted_steps = parse_steps(steps)
     for member in members:
         run_meta = read_json(Path(member["run_dir"]) / records.META)
         summary = None
@@ -448,7 +446,9 @@ def run_analysis_batch(
             (figure_dir / FIGURES_MARKER).unlink(missing_ok=True)
             for stale in figure_dir.glob("*.png"):
                 stale.unlink()
-            captured = RunRecords(member["run_dir"]).captured_steps
+            run = RunRecords(member["run_dir"])
+            wanted_steps = parse_steps(steps, int(run.meta["settings"]["num_inference_steps"]))
+            captured = run.captured_steps
             chosen = None if wanted_steps is None else [s for s in captured if s in wanted_steps] or None
             figures = render_run_figures(member["run_dir"], figure_dir, layers=layers, steps=chosen)
             if member["score_table"] is not None:

@@ -18,7 +18,6 @@ from .capture import CaptureSpec
 from .ensemble import EnsembleHook, EnsembleSpec
 from .errors import StepScopeError
 from .families import get_family
-from .families.base import Prepared
 from .models import LoraSpec, load_pipeline
 from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run
@@ -42,6 +41,17 @@ def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
     return RecordSpec(
         x0_steps=parse_steps(record.get("x0_steps", "all"), num_steps), capture=capture, fps=fps
     )
+
+
+def loop_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A variant's sampler settings as `sample_lockstep` keywords; None (or absent) keeps the
+    family's default (the seed's), so the defaults live in one place per family."""
+    optional = ("cfg_scale", "negative_prompt", "sigma_shift", "switch_boundary")
+    return {
+        **{key: settings.get(key) for key in optional},
+        "tiled": bool(settings.get("tiled", True)),
+        "rand_device": settings.get("rand_device", "cpu"),
+    }
 
 
 def resolve_input(source: dict[str, Any]) -> dict[str, Any]:
@@ -73,22 +83,28 @@ def resolve_shape(settings: dict[str, Any], info: dict[str, Any]) -> tuple[int, 
 
 
 def load_job_pipeline(
-    family: str, weights_dir: str, loras: list[dict[str, Any]], device: dict[str, Any]
-) -> tuple[Any, list[LoraSpec]]:
-    """The pipeline a GPU rule asked for: config-style LoRA dicts and device settings."""
+    family: str,
+    weights_dir: str,
+    loras: list[dict[str, Any]],
+    device: dict[str, Any],
+    sources: dict[str, str] | None = None,
+) -> Any:
+    """The pipeline a GPU rule asked for: config-style LoRA dicts, device settings and the folders
+    of the family's other repos. What each LoRA matched is in `pipe.stepscope_loras`."""
     lora_specs = [
         LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
         for item in loras
     ]
-    pipe = load_pipeline(
+    return load_pipeline(
         family,
         weights_dir,
         device=device.get("device"),
         dtype=device.get("dtype"),
         loras=lora_specs,
-        offload=device.get("offload", "none"),
+        offload=device.get("offload", "seed"),
+        lora_mode=device.get("lora_mode", "hotload"),
+        sources=sources,
     )
-    return pipe, lora_specs
 
 
 def sample_run(
@@ -129,12 +145,7 @@ def sample_run(
         height=height,
         width=width,
         num_inference_steps=steps,
-        cfg_scale=float(settings["cfg_scale"]),
-        negative_prompt=settings.get("negative_prompt"),
-        sigma_shift=float(settings.get("sigma_shift", 5.0)),
-        switch_boundary=float(settings.get("switch_boundary", 0.875)),
-        tiled=bool(settings.get("tiled", True)),
-        rand_device=settings.get("rand_device", "cpu"),
+        **loop_settings(settings),
         record=spec,
         hook=hook,
     )
@@ -158,15 +169,12 @@ def sample_run(
 @names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
-    adapter = get_family(family)
-    device = device or {}
-    if hasattr(adapter, "load_decoder"):
-        from .models import default_device, resolve_dtype
+    from .models import default_device, resolve_dtype
 
-        target = device.get("device") or default_device()
-        dtype = resolve_dtype(device.get("dtype"), target)
-        return adapter.load_decoder(Path(weights_dir), device=target, dtype=dtype)
-    return load_pipeline(family, weights_dir, device=device.get("device"), dtype=device.get("dtype"))
+    device = device or {}
+    target = device.get("device") or default_device()
+    dtype = resolve_dtype(device.get("dtype"), target)
+    return get_family(family).load_decoder(Path(weights_dir), device=target, dtype=dtype)
 
 
 def decode_run(
@@ -194,16 +202,7 @@ def decode_run(
             "or decode only recorded steps"
         )
     adapter = get_family(family)
-    prepared = Prepared(
-        {},
-        {},
-        {},
-        call_kwargs={
-            "tiled": settings.get("tiled", True),
-            "tile_size": (30, 52),
-            "tile_stride": (15, 26),
-        },
-    )
+    decode_settings = {**settings, "seed": run.meta.get("seed")}
     out = Path(out_dir)
     (out / records.DECODED_SUMMARY).unlink(missing_ok=True)
     videos = out / "steps"
@@ -215,7 +214,7 @@ def decode_run(
     started = time.perf_counter()
     for step in wanted:
         latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
-        frames = adapter.decode(pipe, prepared, latent)
+        frames = adapter.decode_latent(pipe, latent, decode_settings)
         records.write_video(videos / f"step_{step:04d}.mp4", frames, fps=fps)
         rows.append(
             (

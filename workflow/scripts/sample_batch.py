@@ -13,6 +13,7 @@ with redirect_to_log(snakemake.log[0]):
     run_sample_batch(
         family=snakemake.params.family,
         weights_dir=snakemake.params.weights,
+        sources=dict(snakemake.params.sources),
         loras=list(snakemake.params.loras),
         device=dict(snakemake.params.device),
         members=list(snakemake.params.members),
