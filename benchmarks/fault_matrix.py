@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from test_bench import _faststart_video  # noqa: E402
-from test_faults import RUNS, TASK, failures, local_config, newest_receipt  # noqa: E402
+from test_faults import RUNS, TASK, break_inputs, failures, local_config, newest_receipt  # noqa: E402
 from test_workflow import file_times, job_counts, snakemake  # noqa: E402
 
 from stepscope.bench import generate_demo_bench, read_sample  # noqa: E402
@@ -69,14 +69,7 @@ def main(scratch: Path) -> None:
 
     # 1. missing inputs at planning time
     work = copy("missing")
-    prompt = samples(work) / "00001/prompt.txt"
-    text = prompt.read_text()
-    prompt.unlink()
-    config = local_config(
-        work,
-        [f"In-Domain_50\t{TASK}\tx", "In-Domain_50\tD-9_absent_task\tx"],
-        **{"bench.samples_per_task": 3, "bench.task_globs": ["D-*"]},
-    )
+    prompt, text, config = break_inputs(work)
     control = file_times(work / RUNS / "00000")
     result = snakemake("--configfile", str(config), "--cores", "2", cwd=work, check=False)
     observed = outcome(work, result)

@@ -68,18 +68,24 @@ def newest_receipt(work: Path, stage: str, batch: str) -> dict:
 # ----- 1. missing inputs: failed runs, never a planning error ------------------------------------
 
 
-@pytest.mark.slow
-def test_missing_inputs_fail_their_runs_alone_and_the_fix_reruns_only_them(local_run, tmp_path):
-    work = copy_of(local_run, tmp_path)
+def break_inputs(work: Path) -> tuple[Path, str, Path]:
+    """Delete sample 00001's prompt and plan one sample more than the bench has and a task folder
+    it lacks; returns (the prompt, its text, the config)."""
     prompt = work / "bench/In-Domain_50" / TASK / "00001/prompt.txt"
     text = prompt.read_text()
     prompt.unlink()
-    # one sample more than the bench has, and a sheet row naming a task folder the bench lacks
-    broken = local_config(
+    config = local_config(
         work,
         [f"In-Domain_50\t{TASK}\tx", "In-Domain_50\tD-9_absent_task\tx"],
         **{"bench.samples_per_task": 3, "bench.task_globs": ["D-*"]},
     )
+    return prompt, text, config
+
+
+@pytest.mark.slow
+def test_missing_inputs_fail_their_runs_alone_and_the_fix_reruns_only_them(local_run, tmp_path):
+    work = copy_of(local_run, tmp_path)
+    prompt, text, broken = break_inputs(work)
     control = file_times(work / RUNS / "00000")
     result = snakemake("--configfile", str(broken), "--cores", "2", cwd=work, check=False)
     output = result.stdout + result.stderr
