@@ -138,26 +138,6 @@ def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
     assert not (tmp_path / "m/.stepscope_source.json").exists()
 
 
-@pytest.mark.parametrize("family", ["wan2.2", "wan2.1", "ltx2.3"])
-def test_download_patterns_cover_every_file_the_loader_reads(tiny_weights, family):
-    """What the download rule fetches (allow patterns) includes every file the loader resolves."""
-    import fnmatch
-
-    from stepscope.families import get_family
-    from stepscope.families.base import resolve_layout
-    from stepscope.hub import allow_patterns
-
-    folder = tiny_weights(family)
-    patterns = allow_patterns(family)
-    resolved = resolve_layout(family, folder, get_family(family).layout)
-    for component, paths in resolved.items():
-        for path in paths:
-            files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
-            for file in files:
-                relative = str(file.relative_to(folder))
-                assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), (component, relative)
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [

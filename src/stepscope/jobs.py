@@ -91,6 +91,9 @@ def load_job_pipeline(
 ) -> Any:
     """The pipeline a GPU rule asked for: config-style LoRA dicts, device settings and the folders
     of the family's other repos. What each LoRA matched is in `pipe.stepscope_loras`."""
+    from .models import cap_gpu_memory
+
+    cap_gpu_memory()
     lora_specs = [
         LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
         for item in loras
@@ -169,8 +172,9 @@ def sample_run(
 @names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
-    from .models import default_device, resolve_dtype
+    from .models import cap_gpu_memory, default_device, resolve_dtype
 
+    cap_gpu_memory()
     device = device or {}
     target = device.get("device") or default_device()
     dtype = resolve_dtype(device.get("dtype"), target)
@@ -223,6 +227,11 @@ def decode_run(
             )
         )
     decode_s = time.perf_counter() - started
+    peak = {}
+    if str(pipe.device).startswith("cuda"):
+        import torch
+
+        peak["peak_gpu_gib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**30
     write_contact_sheet(out / records.CONTACT_SHEET, rows, run.meta)
     write_json(
         out / records.DECODED_SUMMARY,
@@ -232,6 +241,7 @@ def decode_run(
             "run_id": run.meta.get("run_id"),
             "decode_s": decode_s,
             "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9),
+            **peak,
             "versions": package_versions(),
             **(summary_extra or {}),
         },

@@ -243,6 +243,16 @@ def make_tiny_lora(
     return out_path
 
 
+def cap_gpu_memory() -> None:
+    """Honour STEPSCOPE_GPU_MEMORY_GIB (e.g. 80 on a 141 GB H200): rehearse a smaller GPU's limit."""
+    import os
+
+    gib = os.environ.get("STEPSCOPE_GPU_MEMORY_GIB")
+    if gib and torch.cuda.is_available():
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, float(gib) * 2**30 / total))
+
+
 def limit_cpu_threads(threads: int) -> None:
     """Use the CPU threads the scheduler granted (torch otherwise takes every core, and jobs fight)."""
     torch.set_num_threads(max(1, int(threads)))

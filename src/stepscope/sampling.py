@@ -121,6 +121,9 @@ def sample_lockstep(
     if num_inference_steps < 1:
         raise StepScopeError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     started = time.perf_counter()
+    on_cuda = str(pipe.device).startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(pipe.device)
     height, width, num_frames, rounding = round_shape(pipe, adapter, height, width, num_frames)
     request = {
         "prompt": prompt,
@@ -237,6 +240,8 @@ def sample_lockstep(
         "decode_s": decode_done - denoise_done,
         "total_s": decode_done - started,
     }
+    if on_cuda:  # what this run needed on the GPU (the model's resident weights included)
+        timings["peak_gpu_gib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**30
     results = []
     for index, seed in enumerate(seeds):
         results.append(
