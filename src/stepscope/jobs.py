@@ -22,6 +22,7 @@ from .models import LoraSpec, load_pipeline
 from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run
 from .stepspec import parse_steps, resolve_steps
+from .weights_check import names_bad_weights
 
 
 def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
@@ -168,6 +169,7 @@ def sample_run(
     return out_dir
 
 
+@names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
     from .models import cap_gpu_memory, default_device, resolve_dtype
