@@ -73,11 +73,12 @@ def fix_for(weights_dir: Path) -> str:
 
 
 def weights_error(
-    family: str, weights_dir: str | Path, loras: list[Path], error: BaseException
+    family: str, weights_dir: str | Path, loras: list[Path], error: BaseException, sources: Iterable[Path] = ()
 ) -> StepScopeError:
+    """`sources`: the folders of the family's other repos (LTX-2.3's Gemma-3), checked too."""
     weights_dir = Path(weights_dir)
     cause = f"{type(error).__name__}: {error}"
-    bad = bad_weight_files([weights_dir, *loras])
+    bad = bad_weight_files([weights_dir, *sources, *loras])
     if not bad:
         return StepScopeError(
             f"cannot load the {family} weights in {weights_dir}: {cause}; every safetensors header "
@@ -101,6 +102,7 @@ def names_bad_weights(load: Load) -> Load:
             raise  # already says what is wrong and how to fix it
         except Exception as error:
             loras = [Path(lora.path) for lora in kwargs.get("loras") or []]
-            raise weights_error(family, weights_dir, loras, error) from error
+            sources = [Path(folder) for folder in (kwargs.get("sources") or {}).values()]
+            raise weights_error(family, weights_dir, loras, error, sources) from error
 
     return wrapper  # type: ignore[return-value]
