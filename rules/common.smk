@@ -359,7 +359,8 @@ def bench_marker():
 
 def manifest_inputs(wildcards):
     """The bench's marker, or for a local bench the files it scans: a fixed, added or removed
-    sample file then rebuilds the manifest (a local bench has no marker that would change)."""
+    sample file then rebuilds the manifest (a local bench has no marker that would change).
+    """
     if config["bench"]["source"] != "local":
         return [bench_marker()]
     from stepscope.bench import SAMPLE_FILES, sample_folders
@@ -386,7 +387,8 @@ def sample_source(wildcards):
 
 def sample_inputs(wildcards):
     """What Snakemake waits for: the input's files that exist, or the bench's marker. A missing
-    file is no planning error: its run alone fails in the batch job, naming the file and the fix."""
+    file is no planning error: its run alone fails in the batch job, naming the file and the fix.
+    """
     if wildcards.split == CUSTOM_SPLIT or config["bench"]["source"] == "local":
         return [path for path in sample_files(wildcards) if os.path.exists(path)]
     return [bench_marker()]
