@@ -118,6 +118,33 @@ def collect(out: Path) -> dict:
     return {"runs": runs, "jobs": jobs}
 
 
+def summarize(raw: dict, family: str = "wan2.2") -> dict:
+    """The issue's machine-readable summary of one rehearsal report (families not run: false)."""
+    runs = raw.get("runs", {})
+    by_size = {run["height"]: run for run in runs.values()}
+    big, small = by_size.get(1024), by_size.get(480)
+    sampled = [job for name, job in raw.get("jobs", {}).items() if name.startswith("sample/")]
+    summary = {
+        "ran_workflow": bool(runs),
+        "snakemake_exit": raw.get("snakemake_exit"),
+        "peak_gpu_gib_1024": big and big["peak_gpu_gib"],
+        "s_per_step_1024": big and big["s_per_step"],
+        "s_per_step_480": small and small["s_per_step"],
+        "load_s": min((run["load_s"] for run in runs.values() if run.get("load_s")), default=None),
+        "host_rss_gib_sample_job": max((job["max_rss_mb"] / 1024 for job in sampled), default=None),
+        "decode_s_per_step_video_1024": big and big.get("decode_s_per_step_video"),
+        "gpu_gib_cap": raw.get("gpu_gib_cap"),
+        "runs": sorted(runs),
+    }
+    families = {name: {"ran_workflow": False} for name in ("wan2.2", "wan2.1", "ltx2.3")}
+    families[family] = summary
+    return {
+        "families": families,
+        "decode_all_steps_over_sampling_480p": small and small.get("decode_all_steps_over_sampling"),
+        "decode_all_steps_over_sampling_1024": big and big.get("decode_all_steps_over_sampling"),
+    }
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights")
@@ -128,7 +155,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=None, help="stop snakemake after S s, then collect")
     parser.add_argument("--tiny", action="store_true", help="the tiny twin on a CPU (checks the flow)")
+    parser.add_argument("--summarize", type=Path, help="only turn a rehearsal.json into the issue's summary at --out")
     args = parser.parse_args(argv)
+    if args.summarize:
+        summary = summarize(json.loads(args.summarize.read_text()))
+        args.out.write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary, indent=2))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     config = args.out / "rehearsal.yaml"
     config.write_text(yaml.safe_dump(rehearsal_config(args.out, args.weights, args.loras, args.steps, args.tiny)))

@@ -2,13 +2,14 @@
 
 import fnmatch
 import functools
+import os
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
 from stepscope import records
-from stepscope.batch_jobs import FIGURES_MARKER
+from stepscope.batch_jobs import FIGURES_MARKER, decoded_files
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
 from stepscope.layouts import family_sources
@@ -22,11 +23,31 @@ from stepscope.plan import (
     make_batches,
 )
 from stepscope.scoring import check_scorer_names
-from stepscope.stepspec import is_empty, parse_steps
+from stepscope.stepspec import is_empty, parse_steps, resolve_steps
+
+
+def validate_config():
+    """Schema check with one line naming the offending key (Snakemake's own message repeats the
+    whole schema and config: over a thousand lines for one unknown key)."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+    except WorkflowError as error:
+        # the jsonschema error Snakemake's own was raised from
+        cause = error.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+        raise ValueError(
+            f"config error at `{key}`: {cause.message}; see config/schema/config.schema.yaml"
+        ) from None
+
 
 # A renamed scorer fails with its new name before the schema's generic message.
 check_scorer_names(config.get("scoring", {}).get("scorers", []))
-validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+validate_config()
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
@@ -287,14 +308,17 @@ def lora_dir(name):
 
 
 def lora_files(variant):
-    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker."""
+    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker. A
+    missing file of a local_path LoRA is no planning error (that would stop every variant): the
+    variant's sampling jobs fail, naming it."""
     inputs = []
     for item in config["variants"][variant].get("loras", []):
         lora = config["loras"][item["lora"]]
+        path = f"{lora_dir(item['lora'])}/{item['file']}"
         if lora.get("repo_id") and not lora.get("local_path"):
             inputs.append(f"{lora_dir(item['lora'])}/.stepscope_source.json")
-        else:
-            inputs.append(f"{lora_dir(item['lora'])}/{item['file']}")
+        elif not lora.get("local_path") or os.path.exists(path):
+            inputs.append(path)
     return sorted(set(inputs))
 
 
@@ -333,6 +357,24 @@ def bench_marker():
     return f"{bench_root()}/.stepscope_source.json"
 
 
+def manifest_inputs(wildcards):
+    """The bench's marker, or for a local bench the files it scans: a fixed, added or removed
+    sample file then rebuilds the manifest (a local bench has no marker that would change).
+    """
+    if config["bench"]["source"] != "local":
+        return [bench_marker()]
+    from stepscope.bench import SAMPLE_FILES, sample_folders
+
+    folders = sample_folders(
+        bench_root(),
+        config["bench"]["splits"],
+        config["bench"]["task_globs"],
+        config["bench"]["samples_per_task"],
+    )
+    files = (f"{folder}/{name}" for folder in folders for name in SAMPLE_FILES)
+    return [path for path in files if os.path.exists(path)]
+
+
 def sample_source(wildcards):
     """What a sampling job reads: a bench sample folder or a custom image + prompt."""
     if wildcards.split == CUSTOM_SPLIT:
@@ -344,15 +386,20 @@ def sample_source(wildcards):
 
 
 def sample_inputs(wildcards):
-    if wildcards.split == CUSTOM_SPLIT:
-        return [CUSTOM[wildcards.task]["image"]]
-    if config["bench"]["source"] == "local":
-        folder = f"{bench_root()}/{wildcards.split}/{wildcards.task}/{wildcards.sample}"
-        return [
-            f"{folder}/{name}"
-            for name in ("first_frame.png", "prompt.txt", "ground_truth.mp4")
-        ]
+    """What Snakemake waits for: the input's files that exist, or the bench's marker. A missing
+    file is no planning error: its run alone fails in the batch job, naming the file and the fix.
+    """
+    if wildcards.split == CUSTOM_SPLIT or config["bench"]["source"] == "local":
+        return [path for path in sample_files(wildcards) if os.path.exists(path)]
     return [bench_marker()]
+
+
+def bench_plan():
+    """What a failed input's message quotes: where the plan takes bench inputs from."""
+    return {
+        "sample_sheet": str(workflow_path(config["bench"]["sample_sheet"])),
+        "samples_per_task": config["bench"]["samples_per_task"],
+    }
 
 
 def variant_settings(variant):
@@ -475,7 +522,11 @@ def sampling_request(unit):
 
 
 def decode_settings():
-    return {"steps": DECODE_STEPS, "sheet_frames": config["decode"]["sheet_frames"]}
+    return {
+        "steps": DECODE_STEPS,
+        "sheet_frames": config["decode"]["sheet_frames"],
+        "tiled": config["decode"]["tiled"],
+    }
 
 
 def analysis_settings():
@@ -521,6 +572,20 @@ def divergence_items(batch):
     return items
 
 
+def record_files(unit):
+    """Every record a sampled run promises: one deleted later makes the run (and batch) stale."""
+    run_dir = LAYOUT.run_dir(unit)
+    return [f"{run_dir}/{name}" for name in records.RECORD_FILES] + [final_video(unit)]
+
+
+def decoding_outputs(unit):
+    """Every file a run's decoding promises: its step videos, contact sheet and summary."""
+    out = LAYOUT.decoded_dir(unit)
+    steps = resolve_steps(DECODE_STEPS, config["variants"][unit.variant]["steps"])
+    files = decoded_files(out, {"steps": steps})
+    return [str(path) for path in files] + [f"{out}/{records.DECODED_SUMMARY}"]
+
+
 @functools.cache
 def plan():
     """The batched plan (built once per process, on first use)."""
@@ -541,17 +606,8 @@ def plan():
         for unit in units
     }
     stages = {
-        "sample": StagePlan(
-            "sample",
-            sampled,
-            lambda unit: [f"{LAYOUT.run_dir(unit)}/{records.META}", final_video(unit)],
-            inputs=sample_files,
-        ),
-        "decode": StagePlan(
-            "decode",
-            decoded,
-            lambda unit: [f"{LAYOUT.decoded_dir(unit)}/{records.DECODED_SUMMARY}"],
-        ),
+        "sample": StagePlan("sample", sampled, record_files, inputs=sample_files),
+        "decode": StagePlan("decode", decoded, decoding_outputs),
         "analysis": StagePlan(
             "analysis",
             analysed,

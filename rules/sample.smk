@@ -26,5 +26,6 @@ rule sample_batch:
         loras=lambda wc: lora_params(wc.variant),
         device=config["device"],
         members=sample_members,
+        bench_plan=bench_plan(),
     script:
         "../workflow/scripts/sample_batch.py"

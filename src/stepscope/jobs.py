@@ -22,6 +22,7 @@ from .models import LoraSpec, load_pipeline
 from .provenance import package_versions
 from .sampling import RecordSpec, sample_lockstep, write_run
 from .stepspec import parse_steps, resolve_steps
+from .weights_check import names_bad_weights
 
 
 def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
@@ -170,6 +171,7 @@ def sample_run(
     return out_dir
 
 
+@names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
     from .models import cap_gpu_memory, default_device, resolve_dtype
@@ -189,11 +191,12 @@ def decode_run(
     steps: str | list[int],
     out_dir: str,
     sheet_frames: int = 8,
+    tiled: str | bool = "auto",
     summary_extra: dict[str, Any] | None = None,
 ) -> list[int]:
     """Decode the chosen steps' x0_hat of one run with a loaded decoder: step videos
     (out_dir/steps/step_SSSS.mp4), a contact sheet (out_dir/contact_sheet.png) and
-    out_dir/decoded.json, written last.
+    out_dir/decoded.json, written last. `tiled`: see `decode_tiling`.
     """
     run = records.RunRecords(run_dir)
     settings = run.meta["settings"]
@@ -206,7 +209,8 @@ def decode_run(
             "or decode only recorded steps"
         )
     adapter = get_family(family)
-    decode_settings = {**settings, "seed": run.meta.get("seed")}
+    use_tiles, why = decode_tiling(pipe, adapter, run.x0_hat(wanted[0]).shape if wanted else None, tiled, settings)
+    decode_settings = {**settings, "seed": run.meta.get("seed"), "tiled": use_tiles}
     out = Path(out_dir)
     (out / records.DECODED_SUMMARY).unlink(missing_ok=True)
     videos = out / "steps"
@@ -241,12 +245,33 @@ def decode_run(
             "run_id": run.meta.get("run_id"),
             "decode_s": decode_s,
             "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9),
+            "tiled": use_tiles,
+            "tiling": why,
             **peak,
             "versions": package_versions(),
             **(summary_extra or {}),
         },
     )
     return wanted
+
+
+def decode_tiling(pipe, adapter, latent_shape, setting: str | bool, settings: dict[str, Any]) -> tuple[bool, str]:
+    """Whether to decode with VAE tiles, and why. `auto`: untiled on a GPU whose free memory holds
+    the family's untiled decode (3x faster for Wan at 480p: 1.66 s vs 4.75 s per 81-frame video on
+    an H200), else as the run's final video was decoded; True/False force it. The frames are
+    diffsynth's decode in the chosen mode; decoded.json records it."""
+    if setting in (True, False):
+        return bool(setting), "decode.tiled"
+    run_tiled = bool(settings.get("tiled", True))
+    estimate = getattr(adapter, "untiled_decode_gib", lambda shape: None)(latent_shape)
+    if not run_tiled or latent_shape is None or estimate is None or not str(pipe.device).startswith("cuda"):
+        return run_tiled, "as the run's final video"
+    import torch
+
+    free = torch.cuda.mem_get_info(pipe.device)[0] / 2**30
+    if free >= 1.5 * estimate:
+        return False, f"auto: {free:.0f} GiB free >= 1.5 x {estimate:.1f} GiB untiled"
+    return True, f"auto: {free:.0f} GiB free < 1.5 x {estimate:.1f} GiB untiled"
 
 
 def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: dict[str, Any]) -> None:

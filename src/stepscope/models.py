@@ -15,6 +15,7 @@ import torch
 
 from .errors import StepScopeError
 from .families import get_family
+from .weights_check import names_bad_weights
 
 # diffsynth VRAM management presets ("device" is the compute device, "dtype" the compute dtype).
 OFFLOAD_PRESETS = {
@@ -96,6 +97,7 @@ def allow_vram_management_on_cpu() -> None:
         torch.cpu.empty_cache = lambda: None
 
 
+@names_bad_weights  # a load failure names the broken file and the fix
 def load_pipeline(
     family: str,
     weights_dir: str | Path,

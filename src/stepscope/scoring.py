@@ -374,6 +374,7 @@ SSIM_SATURATION = 0.95  # SSIM at or above this counts as a perfect match (codec
 TAIL_FRACTION = 0.1  # frames with normalised time >= 1 - TAIL_FRACTION form the "last frames"
 CHANGE_THRESHOLD = 0.1  # per-pixel max-channel |final - first| above this is "changed"
 MIN_CHANGE_FRACTION = 5e-4  # below this fraction of changed pixels the task is "no change"
+MIN_VIDEO_FRAMES = 2  # fewer frames show no motion: temporal scores would be void
 FLICKER_FLOOR = 0.01  # fraction of changed pixels always allowed per step (codec/VAE flicker)
 MOTION_SLACK = 1.5  # allowed multiple of the GT's fastest motion rate
 
@@ -461,6 +462,11 @@ def _load_reference_cached(sample_dir: str, max_side: int, max_frames: int, stam
         mask = _dilate(changed, max(2, round(0.02 * max(size))))
     first_ref, final_ref = _ssim_ref(first), _ssim_ref(final)
     gt = _prepare_clip(sample / "ground_truth.mp4", size, max_frames)
+    if len(gt.frames) < MIN_VIDEO_FRAMES:  # no motion to compare against: every score would be void
+        raise ValueError(
+            f"{sample / 'ground_truth.mp4'}: {len(gt.frames)} frame(s); a ground truth needs at least "
+            f"{MIN_VIDEO_FRAMES}: re-download the sample"
+        )
     gt_sim = _masked_mean(ssim_maps(gt.frames, final_ref), mask)
     base_sim = float(_masked_mean(ssim_maps(first[None], final_ref), mask)[0])
     diffs = _changed_fraction(gt.frames) if len(gt.frames) > 1 else np.zeros(1)
@@ -539,8 +545,8 @@ def score_video(
         allowed = MOTION_SLACK * ref.gt_rate * np.diff(times) + FLICKER_FLOOR
         excess = np.maximum(0.0, d - allowed) / allowed
         temporal_smoothness = float(np.exp(-excess.max()))
-    else:
-        temporal_smoothness = 1.0
+    else:  # a single frame shows no process at all: it must not pass as perfectly smooth
+        temporal_smoothness = 0.0
 
     # visual quality: gradient energy and contrast close to the GT video's, finite pixels
     q = np.sqrt(_ratio_score(_grad_energy(x), ref.gt_grad) * _ratio_score(_contrast(x), ref.gt_contrast))

@@ -49,6 +49,12 @@ def is_single_seed(seed: str) -> bool:
     return bool(re.fullmatch(r"\d+", str(seed)))
 
 
+def single_seed_videos(videos: pd.DataFrame) -> pd.DataFrame:
+    """The single-seed rows. The mask is cast to bool: an empty object-dtype mask would be taken
+    as a list of column labels and drop every column (no scored run at all, e.g. all failed)."""
+    return videos[videos["seed"].map(is_single_seed).astype(bool)]
+
+
 def parse_ensemble(name: str) -> dict | None:
     """``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` -> {strategy, k, start, end, rescale};
     None otherwise."""
@@ -115,7 +121,7 @@ def _with_status(
 
 def _summarise(videos: pd.DataFrame, ensembles: list[str], scorer: str) -> dict:
     skipped = int(videos[SKIPPED].sum())
-    is_single = videos["seed"].map(is_single_seed)
+    is_single = videos["seed"].map(is_single_seed).astype(bool)  # see single_seed_videos
     videos = videos[~videos[SKIPPED]]
     single = videos[is_single.loc[videos.index]]
     per_sample = single.groupby(SAMPLE_KEYS)["value"]
@@ -216,7 +222,7 @@ def ablation_table(
     """
     _, scorer = select_scores(scores, metric, scorer)
     videos = video_scores(scores, metric=metric, scorer=scorer, step=step)
-    single = videos[videos["seed"].map(is_single_seed)]
+    single = single_seed_videos(videos)
     sample_mean = single.groupby(["variant", *SAMPLE_KEYS])["value"].mean()
     rows = []
     names = sorted({s for s in videos["seed"] if parse_ensemble(s)}, key=_ensemble_sort_key)

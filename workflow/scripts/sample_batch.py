@@ -19,4 +19,5 @@ with redirect_to_log(snakemake.log[0]):
         members=list(snakemake.params.members),
         receipt=snakemake.output[0],
         variant=snakemake.wildcards.variant,
+        bench_plan=dict(snakemake.params.bench_plan),
     )
