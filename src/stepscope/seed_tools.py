@@ -525,6 +525,7 @@ def run_job(
                 run_dir=str(run_dir),
                 steps=request.decoded_steps,
                 out_dir=str(decoded_dir),
+                tiled=True,  # the seed decodes its step videos with VAE tiles
             )
         folder, digits = (job.out["step_videos"], 4) if tool.token else (job.out["steps"], 3)
         for step in request.decoded_steps:
