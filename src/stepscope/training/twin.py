@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bench import DEMO_TASKS, EITHER_TASK, render_demo_clip
+from ..bench import EITHER_TASK, render_demo_clip
 from ..families.wan import WAN22, WAN_NEGATIVE_PROMPT, TinyWanDims
 
 # The demo's four tasks and the two-answer task.
@@ -79,6 +79,7 @@ class TrainConfig:
         """A few steps on a few samples: proves the whole path runs (CPU, seconds)."""
         return cls(
             samples_per_task=4,
+            size=32,
             vae_steps=3,
             vae_batch=4,
             dit_steps=3,
@@ -248,8 +249,8 @@ def train(
         stage = key.split("_")[0] + "_step"
         if key not in state["plan"]:
             if seconds is None:
-                state["plan"][key] = getattr(config, key)
-            elif state[stage] == config.plan_after:
+                return getattr(config, key)
+            if state[stage] == config.plan_after:
                 per_step = (time.monotonic() - state.setdefault("_t0", time.monotonic())) / config.plan_after
                 fit = max(config.plan_after, int(seconds / max(per_step, 1e-6)))
                 state["plan"][key] = min(getattr(config, key), fit)
@@ -305,7 +306,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt["vae"].step()
         state["vae_step"] = step + 1
-        if step % 100 == 0 or state["vae_step"] == state["plan"].get("vae_steps"):
+        if step % 100 == 0 or state["vae_step"] == plan(state, "vae_steps", None):
             state["log"].append({"stage": "vae", "step": step, **parts, "t": round(time.monotonic() - start, 1)})
             log(json.dumps(state["log"][-1]))
         if time.monotonic() - last_save > 60:
@@ -313,7 +314,7 @@ def train(
             last_save = time.monotonic()
     checkpoint(["vae"], opt)
     vae.eval().requires_grad_(False)
-    if state["vae_step"] < state["plan"]["vae_steps"]:
+    if state["vae_step"] < plan(state, "vae_steps", None):
         return state, pipe
 
     # --- stage 1b: decoder only (the encoder, hence the DiT's latent space, stays fixed) ----------
@@ -387,7 +388,7 @@ def train(
             opt[name].step()
             record[name] = float(loss.detach())
         state["dit_step"] = step + 1
-        if step % 200 == 0 or state["dit_step"] == state["plan"].get("dit_steps"):
+        if step % 200 == 0 or state["dit_step"] == plan(state, "dit_steps", None):
             state["log"].append({**record, "t": round(time.monotonic() - start, 1)})
             log(json.dumps(state["log"][-1]))
         if time.monotonic() - last_save > 60:
