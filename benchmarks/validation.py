@@ -44,8 +44,15 @@ from stepscope.validation import bootstrap_ci, candidate_mass, commitment, stati
 TRAINED = REPO / "weights" / "wan2.2-twin"
 OUT = REPO / "benchmarks" / "results" / "validation.json"
 # The demo variant's settings (config/demo.yaml), without its stand-in LoRAs.
-SETTINGS = {"steps": 8, "cfg_scale": 5.0, "sigma_shift": 5.0, "switch_boundary": 0.875,
-            "height": 64, "width": 64, "max_frames": 9}
+SETTINGS = {
+    "steps": 8,
+    "cfg_scale": 5.0,
+    "sigma_shift": 5.0,
+    "switch_boundary": 0.875,
+    "height": 64,
+    "width": 64,
+    "max_frames": 9,
+}
 RECORD = {"layers": [0, 3, 5], "capture_steps": "all", "x0_steps": "all", "passes": ["cond"]}
 DEVICE = {"device": "cpu", "dtype": "fp32"}
 SPLIT = "In-Domain_50"
@@ -69,16 +76,34 @@ def run_model(name, weights, bench, samples, work, decode, ensemble=False):
                 if (run / "scores.parquet").exists():  # a rerun after a failure keeps finished runs
                     tables.append(read_score_table(run / "scores.parquet"))
                     continue
-                sample_run(pipe, "wan2.2", info=info, settings=SETTINGS, record=RECORD, seeds=[seed],
-                           out_dir=str(run), ensemble=ens)
+                sample_run(
+                    pipe,
+                    "wan2.2",
+                    info=info,
+                    settings=SETTINGS,
+                    record=RECORD,
+                    seeds=[seed],
+                    out_dir=str(run),
+                    ensemble=ens,
+                )
                 summary = None
                 if decode and kind == "plain":
                     decode_run(decoder, "wan2.2", run_dir=str(run), steps="all", out_dir=str(run / "decoded"))
                     summary = str(run / "decoded" / "decoded.json")
-                labels = {"variant": f"{name}-{kind}", "split": SPLIT, "task": task, "sample": f"{sample:05d}",
-                          "run": "seed1"}
-                score_run_job(run_dir=str(run), decoded_summary=summary, sample_dir=str(folder), labels=labels,
-                              out=str(run / "scores.parquet"))
+                labels = {
+                    "variant": f"{name}-{kind}",
+                    "split": SPLIT,
+                    "task": task,
+                    "sample": f"{sample:05d}",
+                    "run": "seed1",
+                }
+                score_run_job(
+                    run_dir=str(run),
+                    decoded_summary=summary,
+                    sample_dir=str(folder),
+                    labels=labels,
+                    out=str(run / "scores.parquet"),
+                )
                 tables.append(read_score_table(run / "scores.parquet"))
     return pd.concat(tables, ignore_index=True)
 
@@ -97,16 +122,30 @@ def main(argv=None) -> int:
     limit_cpu_threads(args.threads)
     started = time.perf_counter()
     work = args.work
-    bench = generate_demo_bench(work / "bench", splits=[SPLIT], tasks=list(TRAIN_TASKS),
-                                samples_per_task=args.samples, size=64, num_frames=13)
+    bench = generate_demo_bench(
+        work / "bench",
+        splits=[SPLIT],
+        tasks=list(TRAIN_TASKS),
+        samples_per_task=args.samples,
+        size=64,
+        num_frames=13,
+    )
     random_twin = make_tiny_weights("wan2.2", work / "random-twin")
 
     trained = run_model("trained", TRAINED, bench, args.samples, work, decode=True, ensemble=True)
     random = run_model("random", random_twin, bench, args.samples, work, decode=False)
-    scores = {"trained": final_scores(trained, "trained-plain"), "random": final_scores(random, "random-plain")}
+    scores = {
+        "trained": final_scores(trained, "trained-plain"),
+        "random": final_scores(random, "random-plain"),
+    }
     scores["static_first"] = {
-        task: [score_video(static_first_video(read_video(sample_dir(bench, SPLIT, task, s) / "ground_truth.mp4")[0], 9),
-                           sample_dir(bench, SPLIT, task, s))[METRIC] for s in range(args.samples)]
+        task: [
+            score_video(
+                static_first_video(read_video(sample_dir(bench, SPLIT, task, s) / "ground_truth.mp4")[0], 9),
+                sample_dir(bench, SPLIT, task, s),
+            )[METRIC]
+            for s in range(args.samples)
+        ]
         for task in TRAIN_TASKS
     }
     result = {
@@ -119,7 +158,9 @@ def main(argv=None) -> int:
             task: {
                 **{k: float(np.mean(scores[k][task])) for k in scores},
                 "ci95": bootstrap_ci(scores["trained"][task]),
-                "margin_over_static": float(np.mean(scores["trained"][task]) - np.mean(scores["static_first"][task])),
+                "margin_over_static": float(
+                    np.mean(scores["trained"][task]) - np.mean(scores["static_first"][task])
+                ),
             }
             for task in TRAIN_TASKS
         },
@@ -134,12 +175,20 @@ def main(argv=None) -> int:
         curves[task] = steps.groupby("step")["value"].mean().round(4).tolist()
         per_run = []
         for _, run_rows in steps.groupby("sample"):
-            final = rows[(rows["sample"] == run_rows["sample"].iloc[0]) & (rows["step"] == -1)]["value"].iloc[0]
-            per_run.append(emergence_step(run_rows["step"].tolist(), run_rows["value"].tolist(), final, sustained=True))
+            final = rows[(rows["sample"] == run_rows["sample"].iloc[0]) & (rows["step"] == -1)]["value"].iloc[
+                0
+            ]
+            per_run.append(
+                emergence_step(run_rows["step"].tolist(), run_rows["value"].tolist(), final, sustained=True)
+            )
         emergence[task] = per_run
     run0 = work / "trained" / "plain" / TRAIN_TASKS[0] / "00000"
-    result["step_curves"] = {"metric": METRIC, "by_task": curves, "emergence_step": emergence,
-                             "switch_step": switch_step_from_schedule(RunRecords(run0).schedule)}
+    result["step_curves"] = {
+        "metric": METRIC,
+        "by_task": curves,
+        "emergence_step": emergence,
+        "switch_step": switch_step_from_schedule(RunRecords(run0).schedule),
+    }
 
     # Candidate mass on the two-answer task: per step, on the finally chosen target and the other.
     masses = []
@@ -147,7 +196,9 @@ def main(argv=None) -> int:
         folder = sample_dir(bench, SPLIT, EITHER_TASK, sample)
         first = read_video(folder / "ground_truth.mp4")[0]
         steps_dir = work / "trained" / "plain" / EITHER_TASK / f"{sample:05d}" / "decoded" / "steps"
-        per_step = [candidate_mass(read_video(path)[-1], first) for path in sorted(steps_dir.glob("step_*.mp4"))]
+        per_step = [
+            candidate_mass(read_video(path)[-1], first) for path in sorted(steps_dir.glob("step_*.mp4"))
+        ]
         masses.append(commitment(per_step))
     result["candidate_mass"] = {
         "task": EITHER_TASK,
@@ -160,8 +211,11 @@ def main(argv=None) -> int:
 
     # Probes on one sample of three tasks: noise at a step vs at a latent frame; CKA sensitivity.
     probe_dirs = {"noise_step": [], "noise_frame": [], "sensitivity": []}
-    specs = {"noise_step": {"steps": "all", "strength": 1.0}, "noise_frame": {"frames": "all", "steps": "all", "strength": 1.0},
-             "sensitivity": {"steps": "all", "strength": 0.5, "layers": None}}
+    specs = {
+        "noise_step": {"steps": "all", "strength": 1.0},
+        "noise_frame": {"frames": "all", "steps": "all", "strength": 1.0},
+        "sensitivity": {"steps": "all", "strength": 0.5, "layers": None},
+    }
     for task in PROBE_TASKS:
         folder = sample_dir(bench, SPLIT, task, 0)
         for kind, spec in specs.items():
@@ -169,34 +223,60 @@ def main(argv=None) -> int:
             probe_dirs[kind].append(str(out))
             if (out / "probe.json").exists():
                 continue
-            probe_job(kind=kind, family="wan2.2", weights_dir=str(TRAINED), loras=[], source={"sample_dir": str(folder)},
-                      settings=SETTINGS, record=RECORD, seed=1, spec=spec, out_dir=str(out), device=DEVICE,
-                      labels={"variant": "trained", "split": SPLIT, "task": task, "sample": "00000"})
+            probe_job(
+                kind=kind,
+                family="wan2.2",
+                weights_dir=str(TRAINED),
+                loras=[],
+                source={"sample_dir": str(folder)},
+                settings=SETTINGS,
+                record=RECORD,
+                seed=1,
+                spec=spec,
+                out_dir=str(out),
+                device=DEVICE,
+                labels={"variant": "trained", "split": SPLIT, "task": task, "sample": "00000"},
+            )
     by_step = noise_summary(noise_table(probe_dirs["noise_step"]), "step", METRIC)
     by_frame = noise_summary(noise_table(probe_dirs["noise_frame"]), "frame", METRIC)
     sens = sensitivity_summary(sensitivity_table(probe_dirs["sensitivity"]))
     result["probes"] = {
-        "noise_step": {"drop_by_step": by_step.set_index("step")["drop"].round(4).to_dict(),
-                       "mean_drop": float(by_step["drop"].mean())},
-        "noise_frame": {"drop_by_frame": by_frame.set_index("frame")["drop"].round(4).to_dict(),
-                        "mean_drop": float(by_frame["drop"].mean())},
+        "noise_step": {
+            "drop_by_step": by_step.set_index("step")["drop"].round(4).to_dict(),
+            "mean_drop": float(by_step["drop"].mean()),
+        },
+        "noise_frame": {
+            "drop_by_frame": by_frame.set_index("frame")["drop"].round(4).to_dict(),
+            "mean_drop": float(by_frame["drop"].mean()),
+        },
         "step_hurts_more_than_frame": bool(by_step["drop"].mean() > by_frame["drop"].mean()),
         "sensitivity": {
-            rep: {"by_injection_step": rows.set_index("injection_step")["mean_after"].round(4).to_dict(),
-                  "peak_step": int(rows["peak_step"].iloc[0]), "switch_step": int(rows["switch_step"].iloc[0]),
-                  "peak_is_switch": bool(rows["peak_is_switch"].iloc[0])}
+            rep: {
+                "by_injection_step": rows.set_index("injection_step")["mean_after"].round(4).to_dict(),
+                "peak_step": int(rows["peak_step"].iloc[0]),
+                "switch_step": int(rows["switch_step"].iloc[0]),
+                "peak_is_switch": bool(rows["peak_is_switch"].iloc[0]),
+            }
             for rep, rows in sens.groupby("representation")
         },
     }
-    result["probes"]["noise_step"]["drop_by_step"] = {str(k): v for k, v in result["probes"]["noise_step"]["drop_by_step"].items()}
-    result["probes"]["noise_frame"]["drop_by_frame"] = {str(k): v for k, v in result["probes"]["noise_frame"]["drop_by_frame"].items()}
+    result["probes"]["noise_step"]["drop_by_step"] = {
+        str(k): v for k, v in result["probes"]["noise_step"]["drop_by_step"].items()
+    }
+    result["probes"]["noise_frame"]["drop_by_frame"] = {
+        str(k): v for k, v in result["probes"]["noise_frame"]["drop_by_frame"].items()
+    }
 
     # Ensemble gain: the latent ensemble (seeds 1, 2 merged over steps 0-3) vs seed 1 alone, paired.
     ens = trained[(trained["step"] == -1) & (trained["metric"] == METRIC)]
     paired = ens.pivot_table(index=["task", "sample"], columns="variant", values="value")
     gain = (paired["trained-ensemble"] - paired["trained-plain"]).tolist()
-    result["ensemble"] = {"ensemble": ENSEMBLE, "gain_mean": float(np.mean(gain)), "ci95": bootstrap_ci(gain),
-                          "n": len(gain)}
+    result["ensemble"] = {
+        "ensemble": ENSEMBLE,
+        "gain_mean": float(np.mean(gain)),
+        "ci95": bootstrap_ci(gain),
+        "n": len(gain),
+    }
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(OUT, result)
     print(json.dumps({k: result[k] for k in ("overall", "tasks")}, indent=1))

@@ -21,12 +21,16 @@ def main(argv=None) -> int:
     parser.add_argument("--ckpt", type=Path, required=True, help="checkpoint folder (resumed if present)")
     parser.add_argument("--smoke", action="store_true", help="a few CPU steps on a few samples")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--time-limit", type=float, default=float("inf"), help="stop and checkpoint after S s")
+    parser.add_argument(
+        "--time-limit", type=float, default=float("inf"), help="stop and checkpoint after S s"
+    )
     parser.add_argument("--vae-seconds", type=float, help="fix the VAE step count to fit S seconds")
     parser.add_argument("--dit-seconds", type=float, help="fix the DiT step count to fit S seconds")
     parser.add_argument("--preview", type=Path, help="after training: sample held-out clips, save a PNG grid")
     parser.add_argument("--workers", type=int, default=1, help="processes drawing the training clips")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="override TrainConfig fields"
+    )
     parser.add_argument("--export", type=Path, help="write the trained twin here (loader's layout)")
     parser.add_argument("--skip-train", action="store_true", help="only export")
     args = parser.parse_args(argv)
@@ -50,7 +54,9 @@ def main(argv=None) -> int:
             stage_seconds=(args.vae_seconds, args.dit_seconds),
             workers=args.workers,
         )
-        print(json.dumps({"vae_step": state["vae_step"], "dit_step": state["dit_step"], "plan": state["plan"]}))
+        print(
+            json.dumps({"vae_step": state["vae_step"], "dit_step": state["dit_step"], "plan": state["plan"]})
+        )
         if args.preview and state["dit_step"] > 0:
             print("preview |final - GT final| per task:", json.dumps(preview(pipe, config, args.preview)))
     if args.export:

@@ -36,8 +36,18 @@ def test_shipped_twin_loads_and_solves_a_held_out_sample(bench):
     pipe = load_pipeline("wan2.2", TWIN, device="cpu", dtype="fp32")
     folder = sample_dir(bench, "In-Domain_50", D1, 0)
     info = read_sample(folder)
-    result = sample(pipe, "wan2.2", image=info["image"], prompt=info["prompt"], seed=1, num_frames=9,
-                    height=64, width=64, num_inference_steps=8, cfg_scale=5.0)
+    result = sample(
+        pipe,
+        "wan2.2",
+        image=info["image"],
+        prompt=info["prompt"],
+        seed=1,
+        num_frames=9,
+        height=64,
+        width=64,
+        num_inference_steps=8,
+        cfg_scale=5.0,
+    )
     trained = score_video(result.frames, folder)
     static = score_video(static_first_video(read_video(folder / "ground_truth.mp4")[0], 9), folder)
     assert trained["final_frame_match"] > 0.7

@@ -16,7 +16,9 @@ GREEN_MARGIN = 60  # a target outline pixel: green exceeds red and blue by this 
 OBJECT_DISTANCE = 90  # an object pixel: this far (L1 over RGB) from the background colour
 
 
-def bootstrap_ci(values: Sequence[float], *, level: float = 0.95, draws: int = 2000, seed: int = 0) -> list[float]:
+def bootstrap_ci(
+    values: Sequence[float], *, level: float = 0.95, draws: int = 2000, seed: int = 0
+) -> list[float]:
     """Percentile bootstrap interval of the mean (NaN for fewer than two values)."""
     x = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     if len(x) < 2:
@@ -41,8 +43,12 @@ def target_boxes(first_frame: np.ndarray) -> list[tuple[int, int, int, int]]:
     for rows in (slice(0, half), slice(half, rgb.shape[0])):
         ys, xs = np.nonzero(green[rows])
         if not len(ys):
-            raise ValueError("no green target outline in this half of the first frame: not a two-answer sample")
-        boxes.append((int(ys.min()) + rows.start, int(ys.max()) + rows.start + 1, int(xs.min()), int(xs.max()) + 1))
+            raise ValueError(
+                "no green target outline in this half of the first frame: not a two-answer sample"
+            )
+        boxes.append(
+            (int(ys.min()) + rows.start, int(ys.max()) + rows.start + 1, int(xs.min()), int(xs.max()) + 1)
+        )
     return boxes
 
 

@@ -307,7 +307,9 @@ def train(
         opt["vae"].step()
         state["vae_step"] = step + 1
         if step % 100 == 0 or state["vae_step"] == plan(state, "vae_steps", None):
-            state["log"].append({"stage": "vae", "step": step, **parts, "t": round(time.monotonic() - start, 1)})
+            state["log"].append(
+                {"stage": "vae", "step": step, **parts, "t": round(time.monotonic() - start, 1)}
+            )
             log(json.dumps(state["log"][-1]))
         if time.monotonic() - last_save > 60:
             checkpoint(["vae"], opt)
@@ -336,7 +338,9 @@ def train(
             opt["vae"].step()
             state["decoder_step"] = step + 1
             if step % 100 == 0 or state["decoder_step"] == config.decoder_steps:
-                state["log"].append({"stage": "decoder", "step": step, **parts, "t": round(time.monotonic() - start, 1)})
+                state["log"].append(
+                    {"stage": "decoder", "step": step, **parts, "t": round(time.monotonic() - start, 1)}
+                )
                 log(json.dumps(state["log"][-1]))
         vae.eval().requires_grad_(False)
         checkpoint(["vae"], opt)
@@ -360,10 +364,14 @@ def train(
     ranges = expert_ranges(config)
     for expert in experts.values():
         expert.train().requires_grad_(True)
-    opt = {name: torch.optim.AdamW(m.parameters(), lr=config.dit_lr, weight_decay=0.0) for name, m in experts.items()}
+    opt = {
+        name: torch.optim.AdamW(m.parameters(), lr=config.dit_lr, weight_decay=0.0)
+        for name, m in experts.items()
+    }
     for name in EXPERTS:
         if (ckpt / CKPT_FILES[name]).exists() and state["dit_step"] > 0:
             _load_opt(opt[name], torch.load(ckpt / CKPT_FILES[name], map_location=device)["opt"])
+
     def lr_factor(step: int) -> float:  # warm-up, then cosine to zero over the planned steps
         total = state["plan"].get("dit_steps", config.dit_steps)
         return min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
@@ -379,7 +387,9 @@ def train(
         for name in EXPERTS:
             index = torch.randint(0, n, (config.dit_batch,), device=device)
             which = prompt_index[index]
-            which = torch.where(torch.rand(len(index), device=device) < config.uncond_prob, negative_index, which)
+            which = torch.where(
+                torch.rand(len(index), device=device) < config.uncond_prob, negative_index, which
+            )
             inputs = {"input_latents": latents[index], "y": ys[index], "context": context_bank[which]}
             loss = _dit_loss(pipe, experts[name], inputs, *ranges[name])
             opt[name].zero_grad(set_to_none=True)
@@ -457,7 +467,9 @@ def _import(path: str) -> type:
 
 
 @torch.no_grad()
-def preview(pipe, config: TrainConfig, out_png: Path | None = None, per_task: int = 2, steps: int = 8) -> dict:
+def preview(
+    pipe, config: TrainConfig, out_png: Path | None = None, per_task: int = 2, steps: int = 8
+) -> dict:
     """Sample held-out clips with the pipeline's own `__call__`; mean |final - GT final| per task.
 
     A quick look during training (the validation benchmark does the real scoring).
