@@ -25,13 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from stepscope.analysis_jobs import score_run_job  # noqa: E402
 from stepscope.atomic import write_json  # noqa: E402
-from stepscope.bench import EITHER_TASK, generate_demo_bench, sample_dir  # noqa: E402
+from stepscope.bench import EITHER_TASK, FIRST_FRAME, generate_demo_bench, sample_dir  # noqa: E402
 from stepscope.chain_of_steps import emergence_step, switch_step_from_schedule  # noqa: E402
 from stepscope.jobs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run  # noqa: E402
 from stepscope.models import limit_cpu_threads, make_tiny_weights  # noqa: E402
@@ -108,9 +109,39 @@ def run_model(name, weights, bench, samples, work, decode, ensemble=False):
     return pd.concat(tables, ignore_index=True)
 
 
-def final_scores(table, variant):
-    rows = table[(table["variant"] == variant) & (table["step"] == -1) & (table["metric"] == METRIC)]
+def final_scores(table, variant, metric=METRIC):
+    rows = table[(table["variant"] == variant) & (table["step"] == -1) & (table["metric"] == metric)]
     return rows.groupby("task")["value"].apply(list).to_dict()
+
+
+def static_scores(bench, samples):
+    """task -> one dict of every builtin metric per sample, for the video that holds the first frame."""
+    return {
+        task: [
+            score_video(
+                static_first_video(read_video(sample_dir(bench, SPLIT, task, s) / "ground_truth.mp4")[0], 9),
+                sample_dir(bench, SPLIT, task, s),
+            )
+            for s in range(samples)
+        ]
+        for task in TRAIN_TASKS
+    }
+
+
+def curves_and_emergence(table, metric):
+    """Mean step-score curve per task and each run's emergence step (sustained, 95% of its final)."""
+    rows = table[(table["variant"] == "trained-plain") & (table["metric"] == metric)]
+    curves, emergence = {}, {}
+    for task, task_rows in rows.groupby("task"):
+        steps = task_rows[task_rows["step"] >= 0]
+        curves[task] = steps.groupby("step")["value"].mean().round(4).tolist()
+        emergence[task] = []
+        for sample, run_rows in steps.groupby("sample"):
+            final = task_rows[(task_rows["sample"] == sample) & (task_rows["step"] == -1)]["value"].iloc[0]
+            emergence[task].append(
+                emergence_step(run_rows["step"].tolist(), run_rows["value"].tolist(), final, sustained=True)
+            )
+    return {"by_task": curves, "emergence_step": emergence}
 
 
 def main(argv=None) -> int:
@@ -138,16 +169,8 @@ def main(argv=None) -> int:
         "trained": final_scores(trained, "trained-plain"),
         "random": final_scores(random, "random-plain"),
     }
-    scores["static_first"] = {
-        task: [
-            score_video(
-                static_first_video(read_video(sample_dir(bench, SPLIT, task, s) / "ground_truth.mp4")[0], 9),
-                sample_dir(bench, SPLIT, task, s),
-            )[METRIC]
-            for s in range(args.samples)
-        ]
-        for task in TRAIN_TASKS
-    }
+    static = static_scores(bench, args.samples)
+    scores["static_first"] = {task: [row[METRIC] for row in rows] for task, rows in static.items()}
     result = {
         "metric": f"builtin/{METRIC}",
         "samples_per_task": args.samples,
@@ -161,40 +184,44 @@ def main(argv=None) -> int:
                 "margin_over_static": float(
                     np.mean(scores["trained"][task]) - np.mean(scores["static_first"][task])
                 ),
+                "margin_ci95": bootstrap_ci(
+                    np.subtract(scores["trained"][task], scores["static_first"][task]).tolist()
+                ),
             }
             for task in TRAIN_TASKS
         },
     }
     result["overall"]["ci95_trained"] = bootstrap_ci([v for vals in scores["trained"].values() for v in vals])
 
+    # Every builtin metric per task (the headline is `total`; the others say where scores come from).
+    metrics = sorted(trained["metric"].unique())
+    result["metrics_by_task"] = {
+        task: {
+            metric: {
+                "trained": float(np.mean(final_scores(trained, "trained-plain", metric)[task])),
+                "random": float(np.mean(final_scores(random, "random-plain", metric)[task])),
+                "static_first": float(np.mean([row[metric] for row in static[task]])),
+            }
+            for metric in metrics
+        }
+        for task in TRAIN_TASKS
+    }
+
     # Step-score curves and emergence steps (the decoded x0_hat video of every step).
-    plain = trained[(trained["variant"] == "trained-plain") & (trained["metric"] == METRIC)]
-    curves, emergence = {}, {}
-    for task, rows in plain.groupby("task"):
-        steps = rows[rows["step"] >= 0]
-        curves[task] = steps.groupby("step")["value"].mean().round(4).tolist()
-        per_run = []
-        for _, run_rows in steps.groupby("sample"):
-            final = rows[(rows["sample"] == run_rows["sample"].iloc[0]) & (rows["step"] == -1)]["value"].iloc[
-                0
-            ]
-            per_run.append(
-                emergence_step(run_rows["step"].tolist(), run_rows["value"].tolist(), final, sustained=True)
-            )
-        emergence[task] = per_run
     run0 = work / "trained" / "plain" / TRAIN_TASKS[0] / "00000"
     result["step_curves"] = {
-        "metric": METRIC,
-        "by_task": curves,
-        "emergence_step": emergence,
         "switch_step": switch_step_from_schedule(RunRecords(run0).schedule),
+        **{
+            metric: curves_and_emergence(trained, metric)
+            for metric in (METRIC, "final_frame_match", "task_progress")
+        },
     }
 
     # Candidate mass on the two-answer task: per step, on the finally chosen target and the other.
     masses = []
     for sample in range(args.samples):
         folder = sample_dir(bench, SPLIT, EITHER_TASK, sample)
-        first = read_video(folder / "ground_truth.mp4")[0]
+        first = np.asarray(Image.open(folder / FIRST_FRAME).convert("RGB"))
         steps_dir = work / "trained" / "plain" / EITHER_TASK / f"{sample:05d}" / "decoded" / "steps"
         per_step = [
             candidate_mass(read_video(path)[-1], first) for path in sorted(steps_dir.glob("step_*.mp4"))
@@ -202,8 +229,9 @@ def main(argv=None) -> int:
         masses.append(commitment(per_step))
     result["candidate_mass"] = {
         "task": EITHER_TASK,
-        "definition": "fraction of each target box covered by object-coloured pixels in the last frame of "
-        "the decoded x0_hat video, per step; 'chosen' = the target with more mass at the last step",
+        "definition": "mean object intensity (distance from the background colour, 0..1, target green "
+        "excluded) inside each target box in the last frame of the decoded x0_hat video, per step; "
+        "'chosen' = the target with more mass at the last step",
         "chosen_mean": np.mean([m["chosen"] for m in masses], axis=0).round(4).tolist(),
         "other_mean": np.mean([m["other"] for m in masses], axis=0).round(4).tolist(),
         "per_sample": masses,

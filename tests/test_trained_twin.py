@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stepscope.bench import EITHER_TASK, generate_demo_bench, read_sample, sample_dir
 from stepscope.records import read_video
@@ -118,12 +119,12 @@ def test_smoke_training_resumes_and_exports_a_loadable_twin(tmp_path):
 def test_candidate_mass_tells_the_chosen_target_from_the_other(bench):
     folder = sample_dir(bench, "In-Domain_50", EITHER_TASK, 0)
     video = read_video(folder / "ground_truth.mp4")
-    first = video[0]
+    first = np.asarray(Image.open(folder / "first_frame.png").convert("RGB"))
     at_start = candidate_mass(first, first)
     assert at_start == [0.0, 0.0]
     per_frame = [candidate_mass(frame, first) for frame in video]
     split = commitment(per_frame)
-    assert split["chosen"][-1] > 0.5 and split["other"][-1] == 0.0
+    assert split["chosen"][-1] > 0.9 and split["other"][-1] < 0.05  # mp4 compression leaves a trace
     blend = ((video[-1].astype(int) + np.flipud(video[-1]).astype(int)) // 2).astype(np.uint8)
     assert min(candidate_mass(blend, first)) < max(candidate_mass(blend, first))
 

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 GREEN_MARGIN = 60  # a target outline pixel: green exceeds red and blue by this much
-OBJECT_DISTANCE = 90  # an object pixel: this far (L1 over RGB) from the background colour
+# Object intensity of a pixel: its L1 (RGB) distance from the background, mapped linearly from
+# OBJECT_FLOOR (0: background, VAE haze) to OBJECT_FULL (1: a solid demo-object colour).
+OBJECT_FLOOR = 30
+OBJECT_FULL = 180
 
 
 def bootstrap_ci(
@@ -53,21 +56,24 @@ def target_boxes(first_frame: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 
 def candidate_mass(frame: np.ndarray, first_frame: np.ndarray) -> list[float]:
-    """Per target (upper, lower): the fraction of the target box covered by object-coloured pixels.
+    """Per target (upper, lower): the mean object intensity inside the target outline.
 
-    Object-coloured: far from the background (the first frame's corner colour) and not target green.
-    A video that commits to one answer has mass ~1 on one target and ~0 on the other; a blend of
-    both answers (superposition) shows mass on both.
+    Intensity: distance from the background (the first frame's corner colour), 0 for background,
+    1 for a solid object colour; target-green pixels count 0. A video that commits to one answer
+    has mass near 1 on one target and near 0 on the other; a blend of both answers (superposition)
+    shows mass on both, a faint blend partial mass on both.
     """
     rgb = np.asarray(frame, dtype=int)
     background = np.asarray(first_frame, dtype=int)[0, 0]
-    far = np.abs(rgb - background).sum(-1) > OBJECT_DISTANCE
+    distance = np.abs(rgb - background).sum(-1)
+    intensity = np.clip((distance - OBJECT_FLOOR) / (OBJECT_FULL - OBJECT_FLOOR), 0.0, 1.0)
     green = (rgb[..., 1] - rgb[..., 0] > GREEN_MARGIN) & (rgb[..., 1] - rgb[..., 2] > GREEN_MARGIN)
-    obj = far & ~green
-    masses = []
-    for y0, y1, x0, x1 in target_boxes(first_frame):
-        masses.append(float(obj[y0:y1, x0:x1].mean()))
-    return masses
+    intensity[green] = 0.0
+    inset = max(1, rgb.shape[0] // 20)  # inside the outline (and its compression halo)
+    return [
+        float(intensity[y0 + inset : y1 - inset, x0 + inset : x1 - inset].mean())
+        for y0, y1, x0, x1 in target_boxes(first_frame)
+    ]
 
 
 def commitment(masses_by_step: Sequence[Sequence[float]]) -> dict[str, list[float]]:
