@@ -125,8 +125,8 @@ def test_candidate_mass_tells_the_chosen_target_from_the_other(bench):
     per_frame = [candidate_mass(frame, first) for frame in video]
     split = commitment(per_frame)
     assert split["chosen"][-1] > 0.9 and split["other"][-1] < 0.05  # mp4 compression leaves a trace
-    blend = ((video[-1].astype(int) + np.flipud(video[-1]).astype(int)) // 2).astype(np.uint8)
-    assert min(candidate_mass(blend, first)) < max(candidate_mass(blend, first))
+    faint = ((video[-1].astype(int) + first.astype(int)) // 2).astype(np.uint8)  # a half-formed answer
+    assert 0.3 < max(candidate_mass(faint, first)) < 0.8
 
 
 def test_bootstrap_interval_brackets_the_mean():

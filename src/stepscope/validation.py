@@ -14,7 +14,7 @@ import numpy as np
 
 GREEN_MARGIN = 60  # a target outline pixel: green exceeds red and blue by this much
 # Object intensity of a pixel: its L1 (RGB) distance from the background, mapped linearly from
-# OBJECT_FLOOR (0: background, VAE haze) to OBJECT_FULL (1: a solid demo-object colour).
+# OBJECT_FLOOR (0: background, VAE haze) to the first frame's object (1); OBJECT_FULL if none.
 OBJECT_FLOOR = 30
 OBJECT_FULL = 180
 
@@ -37,10 +37,14 @@ def static_first_video(first_frame: np.ndarray, num_frames: int) -> np.ndarray:
     return np.repeat(np.asarray(first_frame, dtype=np.uint8)[None], num_frames, axis=0)
 
 
+def _green(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 1] - rgb[..., 0] > GREEN_MARGIN) & (rgb[..., 1] - rgb[..., 2] > GREEN_MARGIN)
+
+
 def target_boxes(first_frame: np.ndarray) -> list[tuple[int, int, int, int]]:
     """(y0, y1, x0, x1) of the two green target outlines of the two-answer task: upper, lower."""
     rgb = np.asarray(first_frame, dtype=int)
-    green = (rgb[..., 1] - rgb[..., 0] > GREEN_MARGIN) & (rgb[..., 1] - rgb[..., 2] > GREEN_MARGIN)
+    green = _green(rgb)
     half = rgb.shape[0] // 2
     boxes = []
     for rows in (slice(0, half), slice(half, rgb.shape[0])):
@@ -59,16 +63,19 @@ def candidate_mass(frame: np.ndarray, first_frame: np.ndarray) -> list[float]:
     """Per target (upper, lower): the mean object intensity inside the target outline.
 
     Intensity: distance from the background (the first frame's corner colour), 0 for background,
-    1 for a solid object colour; target-green pixels count 0. A video that commits to one answer
+    1 at the first frame's object colour; target-green pixels count 0. A video that commits to one answer
     has mass near 1 on one target and near 0 on the other; a blend of both answers (superposition)
     shows mass on both, a faint blend partial mass on both.
     """
     rgb = np.asarray(frame, dtype=int)
-    background = np.asarray(first_frame, dtype=int)[0, 0]
+    first = np.asarray(first_frame, dtype=int)
+    background = first[0, 0]
+    first_distance = np.abs(first - background).sum(-1)
+    solid = first_distance[(first_distance > 2 * OBJECT_FLOOR) & ~_green(first)]
+    full = float(np.median(solid)) if solid.size else OBJECT_FULL  # the object's own colour
     distance = np.abs(rgb - background).sum(-1)
-    intensity = np.clip((distance - OBJECT_FLOOR) / (OBJECT_FULL - OBJECT_FLOOR), 0.0, 1.0)
-    green = (rgb[..., 1] - rgb[..., 0] > GREEN_MARGIN) & (rgb[..., 1] - rgb[..., 2] > GREEN_MARGIN)
-    intensity[green] = 0.0
+    intensity = np.clip((distance - OBJECT_FLOOR) / max(full - OBJECT_FLOOR, 1.0), 0.0, 1.0)
+    intensity[_green(rgb)] = 0.0
     inset = max(1, rgb.shape[0] // 20)  # inside the outline (and its compression halo)
     return [
         float(intensity[y0 + inset : y1 - inset, x0 + inset : x1 - inset].mean())
