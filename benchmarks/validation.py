@@ -54,7 +54,7 @@ SETTINGS = {
     "width": 64,
     "max_frames": 9,
 }
-RECORD = {"layers": [0, 3, 5], "capture_steps": "all", "x0_steps": "all", "passes": ["cond"]}
+RECORD = {"layers": [0, 2, 3], "capture_steps": "all", "x0_steps": "all", "passes": ["cond"]}
 DEVICE = {"device": "cpu", "dtype": "fp32"}
 SPLIT = "In-Domain_50"
 ENSEMBLE = "ens-latent-k2-0-3"
