@@ -134,3 +134,23 @@ def test_bootstrap_interval_brackets_the_mean():
     low, high = bootstrap_ci(values)
     assert low < np.mean(values) < high
     assert np.isnan(bootstrap_ci([0.5])[0])
+
+
+def test_validation_curves_come_from_the_workflow_score_table():
+    """The benchmark aggregates the workflow's tidy score table with chain_of_steps.emergence_step."""
+    import importlib.util
+
+    from stepscope.scoring import RunId, rows_to_table, score_rows
+
+    spec = importlib.util.spec_from_file_location("validation_bench", REPO / "benchmarks" / "validation.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = []
+    curves = {"00000": [0.1, 0.5, 0.8, 0.79], "00001": [0.7, 0.2, 0.3, 0.9]}
+    for sample, curve in curves.items():
+        for step, value in [*enumerate(curve), (-1, curve[-1])]:
+            run = RunId("trained-plain", "In-Domain_50", D1, sample, "1", step)
+            rows += score_rows(run, {"total": value}, "builtin")
+    result = bench.curves_and_emergence(rows_to_table(rows), "total")
+    assert result["by_task"][D1] == [0.4, 0.35, 0.55, 0.845]
+    assert result["emergence_step"][D1] == [2, 3]  # first step from which the score stays >= 95% of final
