@@ -9,10 +9,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# --configfile replaces the default config instead of being merged into it.
-if not config:
+# --configfile replaces the default config instead of being merged into it; --config alone
+# overrides single keys of the default config.
+if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 report: "report/workflow.rst"

@@ -20,7 +20,7 @@ rule demo_bench:
 
 rule manifest:
     input:
-        bench_marker(),
+        manifest_inputs,
     output:
         manifest=results("manifest.parquet"),
         errors=results("manifest_errors.parquet"),

@@ -2,15 +2,17 @@
 
 import fnmatch
 import functools
+import os
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import validate
 
 from stepscope import records
-from stepscope.batch_jobs import FIGURES_MARKER
+from stepscope.batch_jobs import FIGURES_MARKER, decoded_files
 from stepscope.ensemble import EnsembleSpec, seed_label
 from stepscope.hub import allow_patterns
+from stepscope.layouts import family_sources
 from stepscope.plan import (
     RECORDS_FORMAT,
     Layout,
@@ -20,9 +22,32 @@ from stepscope.plan import (
     fingerprint,
     make_batches,
 )
-from stepscope.stepspec import parse_steps
+from stepscope.scoring import check_scorer_names
+from stepscope.stepspec import is_empty, parse_steps, resolve_steps
 
-validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+
+def validate_config():
+    """Schema check with one line naming the offending key (Snakemake's own message repeats the
+    whole schema and config: over a thousand lines for one unknown key)."""
+    import jsonschema
+    from snakemake.exceptions import WorkflowError
+
+    try:
+        validate(config, schema="../config/schema/config.schema.yaml", set_default=True)
+    except WorkflowError as error:
+        # the jsonschema error Snakemake's own was raised from
+        cause = error.__context__
+        if not isinstance(cause, jsonschema.ValidationError):
+            raise
+        key = ".".join(str(part) for part in cause.absolute_path) or "(top level)"
+        raise ValueError(
+            f"config error at `{key}`: {cause.message}; see config/schema/config.schema.yaml"
+        ) from None
+
+
+# A renamed scorer fails with its new name before the schema's generic message.
+check_scorer_names(config.get("scoring", {}).get("scorers", []))
+validate_config()
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
@@ -93,6 +118,16 @@ def check_config():
             config_error(
                 f"models.{name}", "give repo_id (download), local_path, or tiny: true"
             )
+    device = config["device"]
+    with_loras = any(config["variants"][v].get("loras") for v in config["run_variants"])
+    if with_loras and (device["lora_mode"] == "hotload") == (
+        device["offload"] == "none"
+    ):
+        config_error(
+            "device.lora_mode",
+            f"{device['lora_mode']!r} does not go with device.offload {device['offload']!r}: "
+            "hotload needs offload seed or cpu (diffsynth's VRAM management), fuse needs offload none",
+        )
     steps = [config["variants"][name]["steps"] for name in config["run_variants"]]
     for key, spec in (
         ("record.capture_steps", config["record"]["capture_steps"]),
@@ -164,10 +199,23 @@ def inputs():
         yield CUSTOM_SPLIT, name, "00000"
 
 
+def variant_inputs(variant):
+    """The inputs a variant runs: every input, or the bench tasks and samples its `task_globs` /
+    `samples_per_task` keep (e.g. a second family on a few tasks); custom inputs always.
+    """
+    settings = config["variants"][variant]
+    globs, limit = settings.get("task_globs"), settings.get("samples_per_task")
+    for split, task, sample in inputs():
+        keep_task = globs is None or any(fnmatch.fnmatch(task, g) for g in globs)
+        keep_sample = limit is None or int(sample) < limit
+        if split == CUSTOM_SPLIT or (keep_task and keep_sample):
+            yield split, task, sample
+
+
 def all_runs():
     """Every run the plan holds, as wildcard dicts."""
     for variant in config["run_variants"]:
-        for split, task, sample in inputs():
+        for split, task, sample in variant_inputs(variant):
             for run in SEED_RUNS + ENSEMBLE_RUNS:
                 yield dict(
                     variant=variant, split=split, task=task, sample=sample, run=run
@@ -204,6 +252,50 @@ def model_marker(name):
     return f"{model_dir(name)}/.stepscope_source.json"
 
 
+def source_entries(name):
+    """A model's other repos (source -> {repo_id, revision, local_path}), for downloaded models the
+    family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all.
+    """
+    model = config["models"][name]
+    given = model.get("sources") or {}
+    unknown = set(given) - set(family_sources(model["family"]))
+    if unknown:
+        config_error(
+            f"models.{name}.sources",
+            f"{sorted(unknown)} is not a weights source of {model['family']}; "
+            f"known: {sorted(family_sources(model['family']))}",
+        )
+    entries = {}
+    for source, repo_id in family_sources(model["family"]).items():
+        entry = dict(given.get(source) or {})
+        if not entry and (model.get("local_path") or model.get("tiny")):
+            continue  # looked for inside the model's folder (the seed's ./models/<repo_id>)
+        entry.setdefault("repo_id", repo_id)
+        entry.setdefault("revision", "main")
+        entries[source] = entry
+    return entries
+
+
+def source_dir(entry):
+    if entry.get("local_path"):
+        return entry["local_path"]
+    return f"{RESOURCES}/hub/models/{slug(entry['repo_id'])}/{entry['revision']}"
+
+
+def model_sources(name):
+    """Folders of a model's other repos, as the loader takes them (`sources`)."""
+    return {source: source_dir(entry) for source, entry in source_entries(name).items()}
+
+
+def model_markers(name):
+    """The files that prove a model's folders are complete (none for a user's local folders)."""
+    markers = [model_marker(name)] if model_marker(name) else []
+    for entry in source_entries(name).values():
+        if not entry.get("local_path"):
+            markers.append(f"{source_dir(entry)}/.stepscope_source.json")
+    return markers
+
+
 def lora_dir(name):
     lora = config["loras"][name]
     if lora.get("local_path"):
@@ -216,14 +308,17 @@ def lora_dir(name):
 
 
 def lora_files(variant):
-    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker."""
+    """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker. A
+    missing file of a local_path LoRA is no planning error (that would stop every variant): the
+    variant's sampling jobs fail, naming it."""
     inputs = []
     for item in config["variants"][variant].get("loras", []):
         lora = config["loras"][item["lora"]]
+        path = f"{lora_dir(item['lora'])}/{item['file']}"
         if lora.get("repo_id") and not lora.get("local_path"):
             inputs.append(f"{lora_dir(item['lora'])}/.stepscope_source.json")
-        else:
-            inputs.append(f"{lora_dir(item['lora'])}/{item['file']}")
+        elif not lora.get("local_path") or os.path.exists(path):
+            inputs.append(path)
     return sorted(set(inputs))
 
 
@@ -262,6 +357,24 @@ def bench_marker():
     return f"{bench_root()}/.stepscope_source.json"
 
 
+def manifest_inputs(wildcards):
+    """The bench's marker, or for a local bench the files it scans: a fixed, added or removed
+    sample file then rebuilds the manifest (a local bench has no marker that would change).
+    """
+    if config["bench"]["source"] != "local":
+        return [bench_marker()]
+    from stepscope.bench import SAMPLE_FILES, sample_folders
+
+    folders = sample_folders(
+        bench_root(),
+        config["bench"]["splits"],
+        config["bench"]["task_globs"],
+        config["bench"]["samples_per_task"],
+    )
+    files = (f"{folder}/{name}" for folder in folders for name in SAMPLE_FILES)
+    return [path for path in files if os.path.exists(path)]
+
+
 def sample_source(wildcards):
     """What a sampling job reads: a bench sample folder or a custom image + prompt."""
     if wildcards.split == CUSTOM_SPLIT:
@@ -273,21 +386,27 @@ def sample_source(wildcards):
 
 
 def sample_inputs(wildcards):
-    if wildcards.split == CUSTOM_SPLIT:
-        return [CUSTOM[wildcards.task]["image"]]
-    if config["bench"]["source"] == "local":
-        folder = f"{bench_root()}/{wildcards.split}/{wildcards.task}/{wildcards.sample}"
-        return [
-            f"{folder}/{name}"
-            for name in ("first_frame.png", "prompt.txt", "ground_truth.mp4")
-        ]
+    """What Snakemake waits for: the input's files that exist, or the bench's marker. A missing
+    file is no planning error: its run alone fails in the batch job, naming the file and the fix.
+    """
+    if wildcards.split == CUSTOM_SPLIT or config["bench"]["source"] == "local":
+        return [path for path in sample_files(wildcards) if os.path.exists(path)]
     return [bench_marker()]
 
 
+def bench_plan():
+    """What a failed input's message quotes: where the plan takes bench inputs from."""
+    return {
+        "sample_sheet": str(workflow_path(config["bench"]["sample_sheet"])),
+        "samples_per_task": config["bench"]["samples_per_task"],
+    }
+
+
 def variant_settings(variant):
+    """What a variant's runs are sampled with (not which model, LoRAs or inputs it runs)."""
     settings = dict(config["variants"][variant])
-    settings.pop("model")
-    settings.pop("loras", None)
+    for key in ("model", "loras", "task_globs", "samples_per_task"):
+        settings.pop(key, None)
     return settings
 
 
@@ -319,23 +438,52 @@ def lora_target_of_file(lora, file):
 
 
 # ----- used by rules/download.smk ------------------------------------------------------------
-def hub_lookup(kind, slug_name, revision):
-    """The config entry behind a download path (kind: models | loras)."""
-    for name, entry in config[kind].items():
+@functools.cache
+def hub_repos():
+    """Every hub repo the config downloads, by (kind, slug, revision): repo id and allow patterns.
+
+    A model's main repo and its family's other repos (LTX-2.3: Gemma-3) each get their own
+    folder and download job, with exactly the files its part of the loader layout opens.
+    """
+    repos = {}
+    for name, model in config["models"].items():
         if (
-            entry.get("repo_id")
-            and slug(entry["repo_id"]) == slug_name
-            and entry.get("revision", "main") == revision
+            model.get("repo_id")
+            and not model.get("local_path")
+            and not model.get("tiny")
         ):
-            return name, entry
-    raise ValueError(
-        f"no {kind} entry with repo {slug_name!r} at revision {revision!r}"
-    )
+            repos[("models", slug(model["repo_id"]), model.get("revision", "main"))] = {
+                "repo_id": model["repo_id"],
+                "patterns": allow_patterns(model["family"]),
+            }
+        for source, entry in source_entries(name).items():
+            if not entry.get("local_path"):
+                repos[("models", slug(entry["repo_id"]), entry["revision"])] = {
+                    "repo_id": entry["repo_id"],
+                    "patterns": allow_patterns(model["family"], source),
+                }
+    for lora in config["loras"].values():
+        if lora.get("repo_id") and not lora.get("local_path"):
+            repos[("loras", slug(lora["repo_id"]), lora.get("revision", "main"))] = {
+                "repo_id": lora["repo_id"],
+                "patterns": lora["files"],
+            }
+    return repos
+
+
+def hub_lookup(kind, slug_name, revision):
+    """The download behind a hub path (kind: models | loras): repo id and allow patterns."""
+    try:
+        return hub_repos()[(kind, slug_name, revision)]
+    except KeyError:
+        raise ValueError(
+            f"no configured {kind} repo {slug_name!r} at revision {revision!r}"
+        ) from None
 
 
 # ----- the batched plan (stepscope.plan; docs/workflow.md) -------------------------------------
 DECODE_STEPS = config["decode"]["steps"]
-DECODING = parse_steps(DECODE_STEPS) != frozenset()
+DECODING = not is_empty(DECODE_STEPS)
 
 
 def sample_files(unit):
@@ -357,6 +505,12 @@ def sampling_request(unit):
         "format": RECORDS_FORMAT,
         "family": family(unit.variant),
         "weights": model_dir(variant["model"]),
+        # only families with several repos have sources (other runs keep their fingerprints)
+        **(
+            {"weight_sources": model_sources(variant["model"])}
+            if model_sources(variant["model"])
+            else {}
+        ),
         "loras": lora_params(unit.variant),
         "source": sample_source(unit),
         "settings": run_settings(unit),
@@ -368,7 +522,11 @@ def sampling_request(unit):
 
 
 def decode_settings():
-    return {"steps": DECODE_STEPS, "sheet_frames": config["decode"]["sheet_frames"]}
+    return {
+        "steps": DECODE_STEPS,
+        "sheet_frames": config["decode"]["sheet_frames"],
+        "tiled": config["decode"]["tiled"],
+    }
 
 
 def analysis_settings():
@@ -410,6 +568,20 @@ def divergence_items(batch):
     return items
 
 
+def record_files(unit):
+    """Every record a sampled run promises: one deleted later makes the run (and batch) stale."""
+    run_dir = LAYOUT.run_dir(unit)
+    return [f"{run_dir}/{name}" for name in records.RECORD_FILES] + [final_video(unit)]
+
+
+def decoding_outputs(unit):
+    """Every file a run's decoding promises: its step videos, contact sheet and summary."""
+    out = LAYOUT.decoded_dir(unit)
+    steps = resolve_steps(DECODE_STEPS, config["variants"][unit.variant]["steps"])
+    files = decoded_files(out, {"steps": steps})
+    return [str(path) for path in files] + [f"{out}/{records.DECODED_SUMMARY}"]
+
+
 @functools.cache
 def plan():
     """The batched plan (built once per process, on first use)."""
@@ -430,17 +602,8 @@ def plan():
         for unit in units
     }
     stages = {
-        "sample": StagePlan(
-            "sample",
-            sampled,
-            lambda unit: [f"{LAYOUT.run_dir(unit)}/{records.META}", final_video(unit)],
-            inputs=sample_files,
-        ),
-        "decode": StagePlan(
-            "decode",
-            decoded,
-            lambda unit: [f"{LAYOUT.decoded_dir(unit)}/{records.DECODED_SUMMARY}"],
-        ),
+        "sample": StagePlan("sample", sampled, record_files, inputs=sample_files),
+        "decode": StagePlan("decode", decoded, decoding_outputs),
         "analysis": StagePlan(
             "analysis",
             analysed,
@@ -581,26 +744,11 @@ def all_receipts(stage):
     return plan().receipts(stage)
 
 
-# ----- used by rules/download.smk ------------------------------------------------------------
-def hub_lookup(kind, slug_name, revision):
-    """The config entry behind a download path (kind: models | loras)."""
-    for name, entry in config[kind].items():
-        if (
-            entry.get("repo_id")
-            and slug(entry["repo_id"]) == slug_name
-            and entry.get("revision", "main") == revision
-        ):
-            return name, entry
-    raise ValueError(
-        f"no {kind} entry with repo {slug_name!r} at revision {revision!r}"
-    )
-
-
 # ----- used by rules/sample.smk ------------------------------------------------------------
 def weights_inputs(wildcards):
     variant = config["variants"][wildcards.variant]
     return {
-        "weights": model_marker(variant["model"]),
+        "weights": model_markers(variant["model"]),
         "loras": lora_files(wildcards.variant),
     }
 

@@ -25,6 +25,7 @@ rule decode_batch:
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
         steps=DECODE_STEPS,
         sheet_frames=config["decode"]["sheet_frames"],
+        tiled=config["decode"]["tiled"],
         device=config["device"],
         members=decode_members,
     script:

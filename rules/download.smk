@@ -16,11 +16,9 @@ rule download_model:
     conda:
         "../envs/cpu.yaml"
     params:
-        repo_id=lambda wc: hub_lookup("models", wc.slug, wc.revision)[1]["repo_id"],
+        repo_id=lambda wc: hub_lookup("models", wc.slug, wc.revision)["repo_id"],
         repo_type="model",
-        allow_patterns=lambda wc: allow_patterns(
-            hub_lookup("models", wc.slug, wc.revision)[1]["family"]
-        ),
+        allow_patterns=lambda wc: hub_lookup("models", wc.slug, wc.revision)["patterns"],
     script:
         "../workflow/scripts/download.py"
 
@@ -34,9 +32,9 @@ rule download_lora:
     conda:
         "../envs/cpu.yaml"
     params:
-        repo_id=lambda wc: hub_lookup("loras", wc.slug, wc.revision)[1]["repo_id"],
+        repo_id=lambda wc: hub_lookup("loras", wc.slug, wc.revision)["repo_id"],
         repo_type="model",
-        allow_patterns=lambda wc: hub_lookup("loras", wc.slug, wc.revision)[1]["files"],
+        allow_patterns=lambda wc: hub_lookup("loras", wc.slug, wc.revision)["patterns"],
     script:
         "../workflow/scripts/download.py"
 

@@ -1,4 +1,4 @@
-"""CPU rules: every figure and builtin score from stored records (no model, no GPU, no re-sampling)."""
+"""CPU rules: every figure and stepscope-proxy score from stored records (no model, no GPU, no re-sampling)."""
 
 
 rule analysis_batch:

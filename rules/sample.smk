@@ -15,13 +15,17 @@ rule sample_batch:
         "../envs/gpu.yaml"
     resources:
         gpu=1,
-        mem_mb=lambda wc, attempt: 48000 * attempt,
+        # offload "seed" keeps every weight in host memory (bf16): Wan2.2 two 14B experts + umT5
+        # + VAE ~ 69 GB, LTX-2.3 22B DiT + Gemma-3 12B + VAEs ~ 70 GB; plus activations.
+        mem_mb=lambda wc, attempt: 96000 * attempt,
         runtime=batch_minutes("sample"),
     params:
         family=lambda wc: family(wc.variant),
         weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
+        sources=lambda wc: model_sources(config["variants"][wc.variant]["model"]),
         loras=lambda wc: lora_params(wc.variant),
         device=config["device"],
         members=sample_members,
+        bench_plan=bench_plan(),
     script:
         "../workflow/scripts/sample_batch.py"

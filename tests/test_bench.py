@@ -130,7 +130,7 @@ def test_corrupt_samples_go_to_errors_and_the_rest_stay(demo, tmp_path):
     ]
     reasons = list(errors["reason"])
     assert reasons[0].startswith("unreadable") and reasons[1].startswith("missing") and "blank" in reasons[2]
-    assert reasons[3].startswith("unreadable (RuntimeError") and "\n" not in reasons[3]
+    assert reasons[3].startswith("unreadable (ValueError: ffmpeg cannot decode") and "\n" not in reasons[3]
     assert all("re-download" in r for r in reasons)
 
     problems = validate_sample_files(truncated.parent)
@@ -205,3 +205,80 @@ def test_scan_of_vbvr_mini():
     assert not ((manifest["gt_num_frames"] - 1) % 4 == 0).all()
     assert set(manifest["gt_fps"]) == {16.0}
     assert (manifest["prompt"].str.len() > 0).all()
+
+
+def _faststart_video(path: Path, frames: np.ndarray) -> bytes:
+    """An H.264 mp4 with its index first (as streamed files are): cut short, it still opens."""
+    import imageio.v2 as imageio
+
+    writer = imageio.get_writer(
+        path,
+        fps=16,
+        codec="libx264",
+        macro_block_size=1,
+        format="FFMPEG",
+        output_params=["-movflags", "+faststart"],
+    )
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("truncated", "corrupt"),  # opens, decodes 30-odd of 77 frames
+        ("corrupt_middle", "corrupt"),  # bytes overwritten in the middle
+        ("one_frame", "1 frame(s); a ground truth needs at least 2"),
+    ],
+)
+def test_a_ground_truth_that_does_not_decode_whole_is_refused(demo, tmp_path, damage, reason):
+    """What the container promises (duration x fps), what decodes, and decoding errors must agree;
+    a partial or 1-frame ground truth is refused before any run is sampled or scored on it."""
+    from stepscope.bench import read_sample
+    from stepscope.errors import StepScopeError
+
+    bench = Path(shutil.copytree(demo, tmp_path / "bench"))
+    task = list(DEMO_TASKS)[0]
+    folder = sample_dir(bench, "In-Domain_50", task, 0)
+    video = folder / "ground_truth.mp4"
+    rng = np.random.default_rng(0)
+    frames = np.stack(
+        [np.clip(rng.integers(0, 40, (64, 64, 3)) + 2 * t, 0, 255).astype(np.uint8) for t in range(77)]
+    )
+    data = _faststart_video(tmp_path / "whole.mp4", frames)
+    assert read_sample(_with_gt(tmp_path / "whole", folder, data))["gt_num_frames"] == 77  # the control
+    if damage == "truncated":
+        video.write_bytes(data[: int(len(data) * 0.45)])
+    elif damage == "corrupt_middle":
+        middle = len(data) // 3
+        video.write_bytes(
+            data[:middle]
+            + rng.integers(0, 256, len(data) // 3, dtype=np.uint8).tobytes()
+            + data[2 * middle :]
+        )
+    else:
+        _faststart_video(video, frames[:1])
+    with pytest.raises(StepScopeError, match=str(video)) as caught:
+        read_sample(folder)
+    assert reason in str(caught.value) and "re-download" in str(caught.value)
+    manifest, errors = scan_bench(bench, splits=["In-Domain_50"], task_globs=[task])
+    assert list(errors["path"]) == [str(video.absolute())] and list(manifest["sample"]) == ["00001"]
+
+
+def _with_gt(target: Path, folder: Path, data: bytes) -> Path:
+    shutil.copytree(folder, target)
+    (target / "ground_truth.mp4").write_bytes(data)
+    return target
+
+
+def test_sample_folders_are_what_the_scan_reads(demo):
+    from stepscope.bench import sample_folders
+
+    folders = sample_folders(demo, SPLITS, ["D-1_*", "D-3_*"], 1)
+    manifest, _ = scan_bench(demo, splits=SPLITS, task_globs=["D-1_*", "D-3_*"], max_samples_per_task=1)
+    assert [(f.parent.parent.name, f.parent.name, f.name) for f in folders] == list(
+        manifest[["split", "task", "sample"]].itertuples(index=False, name=None)
+    )
+    assert sample_folders(demo, ["No-Such-Split"], ["*"], None) == []

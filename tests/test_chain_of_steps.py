@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from stepscope.chain_of_steps import (
     step_curves,
     switch_step_from_schedule,
 )
-from stepscope.scoring import RunId, rows_to_table, score_rows
+from stepscope.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -148,11 +149,11 @@ def _curve_table() -> pd.DataFrame:
                 for step in range(10):
                     value = min(1.0, rate * step / 6) * (0.9 if seed == "2" else 1.0)
                     rows += score_rows(
-                        RunId("wan22", split, task, sample, seed, step), {"total": value}, "builtin"
+                        RunId("wan22", split, task, sample, seed, step), {"total": value}, PROXY
                     )
-                rows += score_rows(RunId("wan22", split, task, sample, seed, -1), {"total": 0.9}, "builtin")
+                rows += score_rows(RunId("wan22", split, task, sample, seed, -1), {"total": 0.9}, PROXY)
             rows += score_rows(
-                RunId("wan22", split, task, sample, "ens-latent-k2-0-5", -1), {"total": 0.0}, "builtin"
+                RunId("wan22", split, task, sample, "ens-latent-k2-0-5", -1), {"total": 0.0}, PROXY
             )
     return rows_to_table(rows)
 
@@ -185,3 +186,22 @@ def test_plots(tmp_path):
     single = div[div["sample"] == 0].drop(columns="split")
     assert plot_divergence(single, tmp_path / "div1.png", group_col=None).read_bytes()[:8] == PNG_MAGIC
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_figures_name_scorer_and_metric(tmp_path, monkeypatch):
+    """Step-curve figures say which scorer and mode produced the curve."""
+    from stepscope import chain_of_steps
+
+    texts = []
+
+    def keep_text(fig, target, dpi=110):
+        texts.append(" ".join([fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]))
+        return Path(target)
+
+    monkeypatch.setattr(chain_of_steps, "_save", keep_text)
+    table = _curve_table()
+    plot_step_curves(table, tmp_path / "curves.png", title="wan22")
+    plot_split_curves(table, tmp_path / "split.png")
+    label = score_label(PROXY, "total")
+    assert "not VBVR's score" in label
+    assert all(label in " ".join(text.split()) for text in texts) and len(texts) == 2

@@ -111,16 +111,84 @@ def test_loop_is_bit_exact_with_pipe(pipe, image):
     assert reference.shape == result.frames.shape == (9, 64, 64, 3)
     assert reference.std() > 1.0  # not a blank video
     np.testing.assert_array_equal(result.frames, reference)
-    assert torch.equal(result.x0_hats[STEPS - 1], result.final_latent.half())
     assert result.final_latent.shape == (128, 2, 2, 2)
     assert [row["expert"] for row in result.schedule] == ["dit"] * STEPS
 
-    # The conditioning frame is pinned in every x0_hat, as the pipeline's denoise mask pins it.
+    # x0_hat as the seed records it: scheduler.step(raw CFG velocity, to_final=True). At the last
+    # step it is the final latent on every frame the denoise mask leaves free ...
+    last = result.x0_hats[STEPS - 1]
+    assert torch.equal(last[:, 1:], result.final_latent.half()[:, 1:])
+    # ... while the conditioning frame is the model's own estimate, not forced to the image latent
+    # (the state's frame 0 is led back to it, so the final latent's is the image latent).
     call_kwargs = LTX23.call_kwargs({"prompt": PROMPT, "image": image, "seed": 3, **SIZE})
     condition = LTX23.prepare(pipe, call_kwargs).shared["input_latents_video"][0, :, 0].half()
-    for step, x0 in result.x0_hats.items():
-        torch.testing.assert_close(x0[:, 0], condition, atol=2e-3, rtol=0, msg=f"step {step}")
+    torch.testing.assert_close(result.final_latent.half()[:, 0], condition, atol=2e-3, rtol=0)
+    for step in range(STEPS - 1):
+        assert (result.x0_hats[step][:, 0].float() - condition.float()).abs().max() > 0.05, step
     assert not torch.equal(result.x0_hats[0][:, 1], result.x0_hats[STEPS - 1][:, 1])
+
+
+def test_x0_hat_follows_the_seeds_formula(pipe, image):
+    """x0_hat(step) = scheduler.step(v, t, x, to_final=True) with the raw CFG velocity: re-derived
+    here from the states the loop passes through (a hook reads them and the velocities)."""
+    from stepscope.hooks import StepHook
+
+    seen = {}
+
+    class Spy(StepHook):
+        def on_velocity(self, step, sigma, latents, velocities):
+            seen[step] = (latents[0].video.clone(), velocities[0].video.clone())
+
+    result = sample_lockstep(
+        pipe, "ltx2.3", image=image, prompt=PROMPT, seeds=[3], num_inference_steps=STEPS,
+        record=RecordSpec(capture=None), hook=Spy(), **SIZE,
+    )[0]
+    for step, (state, velocity) in seen.items():
+        expected = pipe.scheduler.step(velocity, pipe.scheduler.timesteps[step], state, to_final=True)
+        assert torch.equal(result.x0_hats[step], expected[0].to(torch.float16)), step
+
+
+def test_final_video_carries_the_generated_audio(pipe, image, tmp_path):
+    import av
+
+    from stepscope import records
+
+    result = sample(
+        pipe, "ltx2.3", image=image, prompt=PROMPT, seed=3, num_inference_steps=2,
+        record=RecordSpec(capture=None), out_dir=tmp_path / "run", **SIZE,
+    )
+    assert result.audio is not None and result.audio[0].shape[0] == 2
+    video = tmp_path / "run" / records.VIDEO
+    with av.open(str(video)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        assert kinds == ["audio", "video"]
+        assert container.streams.audio[0].rate == result.audio[1]
+    # the video stream is unchanged by the muxing: same frames as the same video without sound
+    records.write_video(tmp_path / "silent.mp4", result.frames, fps=16)
+    np.testing.assert_array_equal(records.read_video(video), records.read_video(tmp_path / "silent.mp4"))
+    steps = records.RunRecords(tmp_path / "run")
+    assert torch.equal(steps.final_latent(), result.final_latent.half())
+
+
+def test_step_decoding_loads_only_the_video_decoder(tiny, pipe, image, tmp_path):
+    """The decode job's decoder is the VAE decoder alone, and decodes an x0_hat exactly as the
+    full pipeline decodes the same latent."""
+    from stepscope.jobs import decode_run, load_decoder
+
+    result = sample(
+        pipe, "ltx2.3", image=image, prompt=PROMPT, seed=3, num_inference_steps=3,
+        record=RecordSpec(capture=None), out_dir=tmp_path / "run", **SIZE,
+    )
+    decoder = load_decoder("ltx2.3", str(tiny), {"device": "cpu"})
+    assert decoder.dit is None and decoder.text_encoder is None and decoder.video_vae_decoder is not None
+    steps = decode_run(decoder, "ltx2.3", run_dir=str(tmp_path / "run"), steps="every:2,last", out_dir=str(tmp_path / "dec"))
+    assert steps == [0, 2]
+    latent = result.x0_hats[2].float().unsqueeze(0)
+    expected = LTX23.decode(pipe, LTX23.prepare(pipe, LTX23.call_kwargs(
+        {"prompt": PROMPT, "image": image, "seed": 3, **SIZE})), AVLatents(latent, None))
+    decoded = LTX23.decode_latent(decoder, latent, result.settings | {"seed": 3})
+    np.testing.assert_array_equal(decoded, expected)
+    assert (tmp_path / "dec" / "steps" / "step_0002.mp4").stat().st_size > 0
 
 
 def test_lockstep_seeds_match_separate_pipe_calls(pipe, image):
@@ -199,6 +267,8 @@ def test_unsupported_pipelines_are_refused(pipe, image):
     [
         ("video_vae_decoder.safetensors", "video_vae_decoder"),
         (f"{GEMMA_DIR}/model-00001-of-00001.safetensors", "model-*.safetensors"),
+        (f"{GEMMA_DIR}/tokenizer.json", "tokenizer.json"),
+        (f"{GEMMA_DIR}/tokenizer_config.json", "tokenizer_config.json"),
     ],
 )
 def test_missing_weight_file_is_named(tiny, tmp_path, missing, named):
@@ -208,6 +278,19 @@ def test_missing_weight_file_is_named(tiny, tmp_path, missing, named):
     with pytest.raises(StepScopeError, match=named.replace("*", r"\*")) as error:
         load_pipeline("ltx2.3", broken, device="cpu")
     assert "lacks" in str(error.value) and str(broken) in str(error.value)
+    if missing.startswith(GEMMA_DIR):  # names the repo to download
+        assert GEMMA_DIR in str(error.value) and "download" in str(error.value)
+
+
+def test_gemma_in_its_own_folder(tiny, tmp_path, image):
+    """The workflow downloads Gemma-3 from its own repo into its own folder (`sources`)."""
+    main, gemma = tmp_path / "repackage", tmp_path / "gemma"
+    shutil.copytree(tiny, main)
+    shutil.move(main / GEMMA_DIR, gemma)
+    with pytest.raises(StepScopeError, match="gemma"):
+        load_pipeline("ltx2.3", main, device="cpu")
+    pipe = load_pipeline("ltx2.3", main, device="cpu", sources={"text_encoder": str(gemma)})
+    assert pipe.text_encoder is not None and pipe.tokenizer is not None
 
 
 def test_tiny_weights_are_deterministic_and_small(tiny, tmp_path):
@@ -217,6 +300,9 @@ def test_tiny_weights_are_deterministic_and_small(tiny, tmp_path):
     for relative in files:
         assert (tiny / relative).read_bytes() == (again / relative).read_bytes(), relative
     assert sum((tiny / relative).stat().st_size for relative in files) < 20 * 2**20
+    from stepscope.families.base import source_folders
+
+    folders = source_folders("ltx2.3", tiny)
     for spec in LTX23.layout:
         if spec.required:
-            assert any(tiny.glob(spec.patterns[0])), spec.component
+            assert any(folders[spec.source].glob(spec.patterns[0])), spec.component

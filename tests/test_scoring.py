@@ -1,7 +1,10 @@
-"""Builtin scorer ordering, tidy table rows, and the VBVR-EvalKit adapter (with stand-ins)."""
+"""stepscope-proxy scorer ordering, tidy table rows, and the VBVR-EvalKit adapter (with stand-ins)."""
 
 from __future__ import annotations
 
+import inspect
+import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from stepscope import scoring
@@ -163,7 +167,7 @@ def test_score_runs_table(synthetic_sample):
     assert table["seed"].tolist().count("2") == len(scoring.METRICS)
     assert set(table["seed"]) == {"1", "2", "ens-latent-k3-0-10"}
     assert table["step"].dtype == np.int64 and set(table["step"]) == {-1, 7}
-    assert set(table["scorer"]) == {"builtin"}
+    assert set(table["scorer"]) == {"stepscope-proxy"}
     totals = table[table["metric"] == "total"].set_index("seed")["value"]
     assert totals["1"] == pytest.approx(totals["2"])
     assert totals["ens-latent-k3-0-10"] < totals["1"]
@@ -171,18 +175,21 @@ def test_score_runs_table(synthetic_sample):
 
 def test_score_table_roundtrip(tmp_path):
     rows = scoring.score_rows(
-        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, "builtin"
+        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, scoring.PROXY
     )
     target = tmp_path / "scores.parquet"
     scoring.write_score_table(target, scoring.rows_to_table(rows))
     back = scoring.read_score_table(target)
     assert back.to_dict("records")[0] == {
         "variant": "v", "split": "s", "task": "t", "sample": "00001", "seed": "3", "step": 4,
-        "scorer": "builtin", "metric": "total", "value": 0.5,
+        "scorer": "stepscope-proxy", "metric": "total", "value": 0.5,
     }  # fmt: skip
     merged = scoring.merge_score_tables([target, target], tmp_path / "merged.parquet")
     assert len(merged) == 4 and (tmp_path / "merged.parquet").is_file()
     assert list(scoring.empty_score_table().columns) == list(SCORE_COLUMNS)
+    # tables written before the rename read back under the new name
+    scoring.write_score_table(target, scoring.rows_to_table(rows).assign(scorer="builtin"))
+    assert set(scoring.read_score_table(target)["scorer"]) == {"stepscope-proxy"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,6 +197,7 @@ def test_score_table_roundtrip(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 LEVELS = {"00000": 64, "00001": 128, "00002": 192}
+TASK_A, TASK_B = "G-1_task_a_data-generator", "O-2_task_b_data-generator"  # named like VBVR tasks
 
 
 @pytest.fixture
@@ -198,8 +206,8 @@ def evalkit_tree(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE_EVALKIT))
     videos, bench = tmp_path / "videos", tmp_path / "bench"
     layout = {
-        "In-Domain_50": {"G-1_task_a": ["00000", "00001"]},
-        "Out-of-Domain_50": {"O-2_task_b": ["00002"]},
+        "In-Domain_50": {TASK_A: ["00000", "00001"]},
+        "Out-of-Domain_50": {TASK_B: ["00002"]},
     }
     for model in ("wan22", "wan22@ens-latent-k3-0-10"):
         for split, tasks in layout.items():
@@ -237,7 +245,7 @@ def test_evalkit_adapter(evalkit_tree, tmp_path, module):
     for row in task.itertuples():
         level = LEVELS[row.sample] + (20 if row.seed != "1" else 0)
         assert row.value == pytest.approx(_expected(level), abs=0.02), row
-        assert (row.split, row.task) in {("In-Domain_50", "G-1_task_a"), ("Out-of-Domain_50", "O-2_task_b")}
+        assert (row.split, row.task) in {("In-Domain_50", TASK_A), ("Out-of-Domain_50", TASK_B)}
     assert pd.read_parquet(out).shape == table.shape
 
 
@@ -257,20 +265,103 @@ def test_evalkit_errors(evalkit_tree, tmp_path):
     with pytest.raises(EvalKitNotInstalled, match="not on PyPI") as info:
         score_with_evalkit(videos, bench, module="no_such_evalkit_module_xyz")
     message = str(info.value)
-    assert "git clone" in message and "numpy==1.26.4" in message and "docs/scoring.md" in message
+    assert "git clone" in message and "envs/evalkit.txt" in message and "docs/scoring.md" in message
     assert isinstance(info.value, ImportError)
     with pytest.raises(TypeError, match="none of"):
         score_with_evalkit(videos, bench, module="fake_evalkit_empty", check_versions=False)
-    # a crashing evaluator: raise by default, NaN on request
-    broken = videos / "wan22" / "In-Domain_50" / "G-9_broken_task"
+    # a crashing evaluator: 0.0 as EvalKit scores it (and recorded), raise or NaN on request
+    broken = videos / "wan22" / "In-Domain_50" / "G-9_broken_task_data-generator"
     write_video(broken / "00000.mp4", np.zeros((3, 16, 16, 3), np.uint8), fps=16)
-    (bench / "In-Domain_50" / "G-9_broken_task" / "00000").mkdir(parents=True)
+    (bench / "In-Domain_50" / "G-9_broken_task_data-generator" / "00000").mkdir(parents=True)
+    with pytest.warns(UserWarning, match=r"could not evaluate 1 video\(s\).*evaluator crashed"):
+        table = score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
+    rows = table[table["task"] == "G-9_broken_task_data-generator"].set_index("metric")["value"]
+    assert rows.to_dict() == {"task_specific": 0.0, scoring.FAILED: 1.0}
     with pytest.raises(RuntimeError, match="crashed"):
-        score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
-    table = score_with_evalkit(
-        videos, bench, module="fake_evalkit_video", on_error="nan", check_versions=False
+        score_with_evalkit(videos, bench, module="fake_evalkit_video", on_error="raise", check_versions=False)
+    with pytest.warns(UserWarning, match="scored NaN"):
+        table = score_with_evalkit(
+            videos, bench, module="fake_evalkit_video", on_error="nan", check_versions=False
+        )
+    scores = table[(table["task"] == "G-9_broken_task_data-generator") & (table["metric"] == "task_specific")]
+    assert scores["value"].isna().all()
+    with pytest.raises(ValueError, match="on_error"):
+        score_with_evalkit(videos, bench, module="fake_evalkit_video", on_error="skip", check_versions=False)
+
+
+def test_evalkit_default_module_is_vbvr_bench(tmp_path, capsys):
+    """One default, the repository's package: in the function, the CLI and the workflow schema."""
+    assert scoring.EVALKIT_MODULE == "vbvr_bench"
+    assert inspect.signature(score_with_evalkit).parameters["module"].default == "vbvr_bench"
+    assert inspect.signature(scoring.import_evalkit).parameters["module"].default == "vbvr_bench"
+    schema = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text()
     )
-    assert table.loc[table["task"] == "G-9_broken_task", "value"].isna().all()
+    assert schema["properties"]["scoring"]["properties"]["evalkit_module"]["default"] == "vbvr_bench"
+    # the CLI without --module looks for vbvr_bench (not installed in the test environment)
+    rc = scoring.main(["evalkit", "--videos-root", str(tmp_path), "--bench-root", str(tmp_path),
+                       "--out", str(tmp_path / "x.parquet")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'vbvr_bench' is not importable" in err and scoring.EVALKIT_COMMIT in err
+
+
+def _write_unreadable(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"this is not an mp4 file")
+
+
+@pytest.mark.parametrize("module", ["fake_vbvr_bench", "fake_evalkit_video"])
+def test_evalkit_failed_video_scores_zero_and_counts(evalkit_tree, module):
+    """EvalKit's convention: an unreadable video scores 0.0 and counts in the means; which
+    videos failed is recorded (status rows + warning)."""
+    videos, bench = evalkit_tree
+    bad = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00003")
+    _write_unreadable(bad)
+    (bench / "In-Domain_50" / TASK_A / "00003").mkdir(parents=True)
+    with pytest.warns(UserWarning, match="could not evaluate 1 video") as caught:
+        table = score_with_evalkit(videos, bench, module=module, models=["wan22"], check_versions=False)
+    assert str(bad) in "".join(str(w.message) for w in caught)
+    task = table[(table["task"] == TASK_A) & (table["metric"] == "task_specific")].set_index("sample")[
+        "value"
+    ]
+    assert task["00003"] == 0.0
+    # the task mean is the mean over all four videos, the failed one included (EvalKit's mean)
+    expected = (_expected(LEVELS["00000"]) + _expected(LEVELS["00001"]) + 0.0) / 3
+    assert task[["00000", "00001", "00003"]].mean() == pytest.approx(expected, abs=0.01)
+    failed = table[table["metric"] == scoring.FAILED]
+    assert failed[["task", "sample"]].values.tolist() == [[TASK_A, "00003"]]
+    assert (failed["value"] == 1.0).all()
+
+
+def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
+    """A task folder EvalKit has no evaluator for (custom input) crashes vbvr_bench's own
+    VBVRBench.evaluate with TypeError; the adapter skips it with a warning, also with
+    on_error="nan", and marks its videos as skipped."""
+    import fake_vbvr_bench
+
+    videos, bench = evalkit_tree
+    custom = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", "my_custom_input", "00000")
+    write_video(custom, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
+    other_split = scoring.evalkit_video_path(videos, "wan22", "custom", "my_custom_input", "00000")
+    write_video(other_split, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
+    raw = fake_vbvr_bench.VBVRBench(gt_base_path=str(bench), output_path=str(bench.parent / "raw"))
+    with pytest.raises(TypeError):  # the stand-in crashes as the real package does
+        raw.evaluate(videos_path=str(videos / "wan22"), task_specific_only=True)
+    for on_error in ("zero", "nan"):
+        with pytest.warns(
+            UserWarning, match=r"skipped task folders.*In-Domain_50/my_custom_input \(no EvalKit evaluator\)"
+        ):
+            table = score_with_evalkit(videos, bench, module="fake_vbvr_bench", models=["wan22"],
+                                       on_error=on_error, check_versions=False)  # fmt: skip
+        skipped = table[table["metric"] == scoring.SKIPPED]
+        assert sorted(zip(skipped["split"], skipped["task"], strict=True)) == [
+            ("In-Domain_50", "my_custom_input"),
+            ("custom", "my_custom_input"),
+        ]
+        scored = table[table["metric"] == "task_specific"]
+        assert len(scored) == 3 and set(scored["task"]) == {TASK_A, TASK_B}
+        assert scored["value"].notna().all()
 
 
 def test_parse_model_dir():
@@ -310,8 +401,165 @@ def test_evalkit_version_warning(monkeypatch):
     assert any("numpy is 2.0.0, pinned 1.26.4" in str(w.message) for w in caught)
 
 
+def test_old_builtin_name_fails_clearly(capsys):
+    with pytest.raises(ValueError, match="renamed 'stepscope-proxy'"):
+        scoring.check_scorer_names(["builtin", "vbvr-evalkit"])
+    scoring.check_scorer_names([scoring.PROXY, scoring.EVALKIT])
+    with pytest.raises(SystemExit):
+        scoring.main(["builtin", "video.mp4", "sample"])
+    assert "renamed 'proxy'" in capsys.readouterr().err
+
+
+def test_score_labels_name_scorer_and_mode():
+    assert "not VBVR's score" in scoring.score_label(scoring.PROXY, "total")
+    assert scoring.score_label(scoring.EVALKIT, "task_specific").startswith("task_specific [VBVR-EvalKit")
+    assert "composite mode" in scoring.score_label(scoring.EVALKIT, "weighted")
+
+
 def test_evalkit_cli_missing_module(tmp_path, capsys):
     rc = scoring.main(["evalkit", "--videos-root", str(tmp_path), "--bench-root", str(tmp_path),
                        "--out", str(tmp_path / "x.parquet"), "--module", "no_such_evalkit_module_xyz"])  # fmt: skip
     assert rc == 2
     assert "not on PyPI" in capsys.readouterr().err
+
+
+def test_final_video_encoding_recorded_in_meta(tmp_path):
+    """meta.json says how video.mp4 was encoded (scores depend on it), and it is what the file
+    holds: x264 writes its settings (crf) into the stream."""
+    import re
+
+    import torch
+
+    from stepscope import records
+    from stepscope.sampling import SampleResult, write_run
+
+    frames = _moving_square_frames(n=9, size=64)
+    result = SampleResult(
+        seed=1,
+        frames=frames,
+        final_latent=torch.zeros(4, 3, 4, 4),
+        x0_hats={},
+        schedule=[{"step": 0, "expert": "main"}],
+        activation_maps={},
+        activation_rows=[],
+        settings={"family": "wan2.1", "fps": 12},
+        timings={},
+    )
+    run = write_run(tmp_path / "run", result, {})
+    encoding = records.RunRecords(run).meta["video_encoding"]
+    assert encoding["codec"] == "libx264" and encoding["container"] == "mp4" and encoding["fps"] == 12
+    assert encoding["writer"] == "imageio-ffmpeg" and encoding["imageio_ffmpeg"] and encoding["ffmpeg"]
+    stream = (run / records.VIDEO).read_bytes()
+    assert b"x264" in stream
+    crf = re.search(rb"crf=(\d+(?:\.\d+)?)", stream)
+    assert crf is not None and float(crf.group(1)) == encoding["crf"]
+    assert encoding["pix_fmt"] == "yuv420p"
+
+
+# ---------------------------------------------------------------------------------------------
+# VBVR-EvalKit's pinned environment (envs/evalkit.txt)
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+EVALKIT_ENV = ROOT / "envs" / "evalkit.txt"
+# (package, its versions the rule applies to, what they need, where the rule comes from)
+RUNTIME_CONSTRAINTS = [
+    (
+        "pyarrow",
+        ">=26",
+        "numpy>=2",
+        "import of pyarrow 26.0.1 with numpy 1.26.4 fails; its metadata says nothing",
+    ),
+    ("pandas", ">=2.2,<2.3", "numpy>=1.23.2", "pandas 2.2 Requires-Dist on Python 3.11"),
+    ("opencv-python", ">=4.10,<4.11", "numpy>=1.23.5", "opencv-python 4.10 Requires-Dist on Python 3.11"),
+    ("imageio", ">=2.37", "pillow>=8.3.2", "imageio Requires-Dist"),
+    ("numpy", "<2", "python<3.13", "numpy 1.26 ships no wheels for Python 3.13"),
+    ("pyarrow", ">=21", "python>=3.10", "pyarrow Requires-Python"),
+]
+
+
+def recipe_pins(text: str) -> dict[str, str]:
+    """``name -> version`` of a requirements text, ``python`` from its ``# python: X.Y`` line;
+    every requirement must be an exact pin (a floating one is how pyarrow 26 got in)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (raw.strip() for raw in text.splitlines()):
+        if line.startswith("# python:"):
+            pins["python"] = line.split(":", 1)[1].strip()
+        if not line or line.startswith("#"):
+            continue
+        req = Requirement(line)
+        specs = list(req.specifier)
+        assert len(specs) == 1 and specs[0].operator == "==", f"{line!r}: pin it exactly (name==version)"
+        pins[canonicalize_name(req.name)] = specs[0].version
+    return pins
+
+
+def recipe_conflicts(pins: dict[str, str]) -> list[str]:
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    conflicts = []
+    for package, applies, needs, source in RUNTIME_CONSTRAINTS:
+        if package not in pins or pins[package] not in SpecifierSet(applies):
+            continue
+        need = Requirement(needs)
+        have = pins.get(need.name)
+        if have is None or have not in need.specifier:
+            conflicts.append(f"{package}=={pins[package]} needs {needs}, recipe has {have} ({source})")
+    return conflicts
+
+
+def test_evalkit_recipe_pins_are_consistent():
+    pins = recipe_pins(EVALKIT_ENV.read_text())
+    assert recipe_conflicts(pins) == []
+    # the versions the adapter checks at run time are the recipe's
+    assert {k.lower(): v for k, v in scoring.EVALKIT_PINS.items()} == {
+        k: pins[k] for k in ("numpy", "opencv-python", "pillow")
+    }
+    assert {"pandas", "pyarrow", "imageio", "imageio-ffmpeg", "python"} <= set(pins)
+    docs = (ROOT / "docs" / "scoring.md").read_text()
+    assert "envs/evalkit.txt" in docs and scoring.EVALKIT_COMMIT in docs
+    # the checks do fail: the recipe the issue found (pyarrow floating to 26) is refused
+    assert recipe_conflicts({**pins, "pyarrow": "26.0.1"}) != []
+    with pytest.raises(AssertionError, match="pin it exactly"):
+        recipe_pins("numpy==1.26.4\npyarrow\n")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STEPSCOPE_EVALKIT_PYTHON"),
+    reason="set STEPSCOPE_EVALKIT_PYTHON to the python of an environment built from envs/evalkit.txt",
+)
+def test_evalkit_environment_imports_together(tmp_path):
+    """In an environment built from the recipe: the pinned versions are installed, import
+    together, write Parquet, and the adapter scores a videos tree there (with the stand-in)."""
+    import subprocess
+
+    python = os.environ["STEPSCOPE_EVALKIT_PYTHON"]
+    pins = recipe_pins(EVALKIT_ENV.read_text())
+    pins.pop("python")
+    probe = "\n".join(
+        [
+            "import json, importlib.metadata as m, numpy, cv2, PIL, pandas, pyarrow, imageio",
+            "pandas.DataFrame({'a': [1.0]}).to_parquet('probe.parquet')",
+            f"print(json.dumps({{n: m.version(n) for n in {sorted(pins)!r}}}))",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{FAKE_EVALKIT}"}
+    out = subprocess.run([python, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    found = {k.lower(): v for k, v in json.loads(out.stdout).items()}
+    assert found == pins
+    videos, bench = tmp_path / "videos", tmp_path / "bench"
+    write_video(scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00000"),
+                np.full((5, 16, 16, 3), 128, np.uint8), fps=16)  # fmt: skip
+    (bench / "In-Domain_50" / TASK_A / "00000").mkdir(parents=True)
+    cli = [python, "-m", "stepscope.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
+           str(bench), "--out", str(tmp_path / "s.parquet"), "--module", "fake_vbvr_bench"]  # fmt: skip
+    out = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "pinned" not in out.stderr  # no version warning inside the pinned environment
+    table = pd.read_parquet(tmp_path / "s.parquet")
+    assert table["value"].tolist() == pytest.approx([128 / 255], abs=0.02)

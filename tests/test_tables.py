@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from stepscope import tables
-from stepscope.scoring import RunId, rows_to_table, score_rows
+from stepscope.scoring import EVALKIT, FAILED, PROXY, SKIPPED, RunId, rows_to_table, score_rows
 
 ID, OOD = "In-Domain_50", "Out-of-Domain_50"
 # task -> split, sample -> scores of seeds 1, 2, 3
@@ -39,15 +39,13 @@ def _scores() -> pd.DataFrame:
         for sample, values in samples.items():
             for seed, value in enumerate(values, start=1):
                 rid = RunId("wan22", split, task, sample, str(seed))
-                rows += score_rows(rid, {"total": value, "task_progress": 1 - value}, "builtin")
+                rows += score_rows(rid, {"total": value, "task_progress": 1 - value}, PROXY)
                 # noise that must be ignored: another step and another scorer
-                rows += score_rows(rid._replace(step=3), {"total": 0.0}, "builtin")
+                rows += score_rows(rid._replace(step=3), {"total": 0.0}, PROXY)
                 rows += score_rows(rid, {"task_specific": 0.0}, "vbvr-evalkit")
     for name, values in ENSEMBLES.items():
         for (task, sample), value in values.items():
-            rows += score_rows(
-                RunId("wan22", split_of[task], task, sample, name), {"total": value}, "builtin"
-            )
+            rows += score_rows(RunId("wan22", split_of[task], task, sample, name), {"total": value}, PROXY)
     return rows_to_table(rows)
 
 
@@ -58,7 +56,7 @@ def _row(df, split, task):
 
 
 def test_summary_task_rows():
-    df = tables.summary_table(_scores(), scorer="builtin")
+    df = tables.summary_table(_scores(), scorer=PROXY)
     a = _row(df, ID, "A")
     assert a["level"] == "task"
     assert (a["n_samples"], a["n_videos"], a["n_seeds"]) == (2, 6, 3)
@@ -82,7 +80,7 @@ def test_summary_task_rows():
 
 
 def test_summary_split_and_overall_rows_are_video_weighted():
-    df = tables.summary_table(_scores(), scorer="builtin")
+    df = tables.summary_table(_scores(), scorer=PROXY)
     ood = _row(df, OOD, tables.ALL)
     assert ood["level"] == "split" and ood["n_samples"] == 3 and ood["n_videos"] == 9
     assert ood["single_mean"] == pytest.approx((0.2 + 0.8 + 0.3) / 3)
@@ -105,14 +103,14 @@ def test_summary_split_and_overall_rows_are_video_weighted():
 
 def test_summary_other_metric_and_scorer_checks():
     scores = _scores()
-    df = tables.summary_table(scores, metric="task_progress", scorer="builtin")
+    df = tables.summary_table(scores, metric="task_progress", scorer=PROXY)
     assert _row(df, ID, "A")["single_mean"] == pytest.approx(0.5)
     assert _row(df, tables.OVERALL, tables.ALL)["single_mean"] == pytest.approx(0.54)
     with pytest.raises(ValueError, match="mixes scorers"):
         tables.summary_table(pd.concat([scores, scores.assign(scorer="other")]))
     # with a single scorer in the table there is no need to name it
-    assert len(tables.summary_table(scores[scores["scorer"] == "builtin"])) == 6
-    step3 = tables.summary_table(scores, scorer="builtin", step=3)
+    assert len(tables.summary_table(scores[scores["scorer"] == PROXY])) == 6
+    step3 = tables.summary_table(scores, scorer=PROXY, step=3)
     assert _row(step3, tables.OVERALL, tables.ALL)["single_mean"] == 0.0
 
 
@@ -137,7 +135,7 @@ def test_parse_ensemble():
 
 
 def test_ablation_table():
-    df = tables.ablation_table(_scores(), scorer="builtin")
+    df = tables.ablation_table(_scores(), scorer=PROXY)
     assert list(df.columns) == tables.ABLATION_COLUMNS
     k3 = df[df["ensemble"] == K3].set_index("split")
     assert set(k3.index) == {ID, OOD, tables.OVERALL}
@@ -161,14 +159,18 @@ def test_write_tables(tmp_path, monkeypatch):
     scores = _scores()
     scores_path = tmp_path / "scores.parquet"
     scores.to_parquet(scores_path)
-    built = tables.build_tables(scores_path, tmp_path / "out", scorer="builtin", prefix="builtin_")
+    built = tables.build_tables(scores_path, tmp_path / "out", scorer=PROXY, prefix="proxy_")
     for name in ("summary", "ablation"):
         for ext in ("parquet", "csv", "md"):
-            assert (tmp_path / "out" / f"builtin_{name}.{ext}").is_file()
-        back = pd.read_parquet(tmp_path / "out" / f"builtin_{name}.parquet")
+            assert (tmp_path / "out" / f"proxy_{name}.{ext}").is_file()
+        back = pd.read_parquet(tmp_path / "out" / f"proxy_{name}.parquet")
         assert back.shape == built[name].shape
-    md = (tmp_path / "out" / "builtin_summary.md").read_text()
-    assert md.splitlines()[0].startswith("| level") and "0.460" in md
+    md = (tmp_path / "out" / "proxy_summary.md").read_text()
+    assert md.splitlines()[0] == (
+        "Scores: total [stepscope-proxy (approximation, not VBVR's score); "
+        "weighted sum of the proxy's 5 dimensions], step -1"
+    )
+    assert md.splitlines()[2].startswith("| scorer") and "0.460" in md
     # the dependency-free writer is used when tabulate is missing
     monkeypatch.setitem(sys.modules, "tabulate", None)
     fallback = tables.to_markdown(built["summary"])
@@ -177,3 +179,37 @@ def test_write_tables(tmp_path, monkeypatch):
     assert len(lines) == 2 + len(built["summary"]) and "0.460" in fallback
     assert lines[1].startswith("| --- |")
     assert "| nan" not in fallback
+
+
+def test_tables_name_scorer_and_metric():
+    """Every row says which scorer and which metric (mode) produced its numbers."""
+    scores = _scores()
+    proxy = tables.summary_table(scores)  # "total" is only the proxy's
+    assert set(proxy["scorer"]) == {PROXY} and set(proxy["metric"]) == {"total"}
+    evalkit = tables.summary_table(scores, metric="task_specific")
+    assert set(evalkit["scorer"]) == {EVALKIT} and set(evalkit["metric"]) == {"task_specific"}
+    assert _row(evalkit, tables.OVERALL, tables.ALL)["single_mean"] == 0.0
+    ablation = tables.ablation_table(scores)
+    assert set(ablation["scorer"]) == {PROXY} and set(ablation["metric"]) == {"total"}
+    with pytest.raises(ValueError, match="mixes scorers"):  # one metric from two scorers: name one
+        tables.summary_table(pd.concat([scores, scores.assign(scorer=EVALKIT)]))
+
+
+def test_summary_counts_failed_and_says_skipped_tasks():
+    """EvalKit's status rows: a failed video counts as 0.0 (and in n_failed); a task folder
+    without an evaluator keeps a row whose note says its videos were not scored."""
+    rows = []
+    for sample, value in (("00000", 0.8), ("00001", 0.0)):
+        rows += score_rows(RunId("wan22", ID, "A", sample, "1"), {"task_specific": value}, EVALKIT)
+    rows += score_rows(RunId("wan22", ID, "A", "00001", "1"), {FAILED: 1.0}, EVALKIT)
+    for sample in ("00000", "00001"):
+        rows += score_rows(RunId("wan22", "custom", "mine", sample, "1"), {SKIPPED: 1.0}, EVALKIT)
+    df = tables.summary_table(rows_to_table(rows), metric="task_specific")
+    a = _row(df, ID, "A")
+    assert a["single_mean"] == pytest.approx(0.4) and a["n_failed"] == 1 and a["note"] == ""
+    mine = _row(df, "custom", "mine")
+    assert mine["n_videos"] == 0 and np.isnan(mine["single_mean"])
+    assert mine["note"] == "2 video(s) not scored: no vbvr-evalkit evaluator for the task"
+    overall = _row(df, tables.OVERALL, tables.ALL)
+    assert overall["n_videos"] == 2 and overall["n_failed"] == 1
+    assert overall["single_mean"] == pytest.approx(0.4) and overall["note"].startswith("2 video(s)")

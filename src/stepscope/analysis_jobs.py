@@ -27,7 +27,7 @@ from .tables import build_tables
 def score_run_job(
     *, run_dir: str, decoded_summary: str | None, sample_dir: str, labels: dict[str, str], out: str
 ) -> None:
-    """Builtin scores of a run's final video (step -1) and of each decoded step video."""
+    """stepscope-proxy scores of a run's final video (step -1) and of each decoded step video."""
     base = {key: labels[key] for key in ("variant", "split", "task", "sample")}
     seed = seed_label(labels["run"])
     items = [(RunId(**base, seed=seed, step=-1), str(Path(run_dir) / "video.mp4"), sample_dir)]
@@ -155,8 +155,24 @@ def check_failures(failures_csv: str) -> None:
         return
     for row in failures.itertuples():
         print(f"{run_name(row)} failed in {row.stage}: {row.error}")
+    # Only the exception's last line reaches the console (stepscope.logs): it carries the first causes.
+    first = "; ".join(
+        f"{run_name(row)} in {row.stage}: {shorten(row.error, CAUSE_CHARS)}"
+        for row in failures.head(FIRST_CAUSES).itertuples()
+    )
+    more = f" (and {len(failures) - FIRST_CAUSES} more)" if len(failures) > FIRST_CAUSES else ""
     raise StepScopeError(
         f"{len(failures)} run(s) failed, every other run completed; fix their inputs (or drop them from "
-        f"the plan) and rerun, which redoes only these (reasons in {failures_csv}): "
-        + ", ".join(run_name(row) for row in failures.itertuples())
+        f"the plan) and rerun, which redoes only these (all reasons in {failures_csv}). "
+        f"First causes: {first}{more}"
     )
+
+
+FIRST_CAUSES = 3
+CAUSE_CHARS = 400
+
+
+def shorten(text: str, limit: int) -> str:
+    """One line of at most `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

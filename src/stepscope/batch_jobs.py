@@ -22,6 +22,7 @@ from typing import Any
 
 from . import records
 from .atomic import write_json
+from .errors import StepScopeError
 from .plan import DONE_STATUSES, Receipt, input_stamps, parse_batch_name
 from .provenance import package_versions
 
@@ -182,6 +183,31 @@ def prune_older_generations(path: str | Path) -> None:
             remove_stale(str(older))
 
 
+def input_error(
+    error: BaseException, member: dict[str, Any], bench_plan: dict[str, Any] | None
+) -> BaseException:
+    """A bad input's error, with where the plan took the input from and how to take it out."""
+    if bench_plan is None:
+        return error
+    labels = member["labels"]
+    if "sample_dir" not in member["source"]:
+        where = f"config `custom` entry {labels['task']!r}: fix its image, or remove the entry"
+    else:
+        from .bench import read_task_sheet
+
+        sheet = read_task_sheet(bench_plan["sample_sheet"])
+        rows = sheet.index[(sheet["split"] == labels["split"]) & (sheet["task"] == labels["task"])]
+        line = f"line {rows[0] + 2}" if len(rows) else "a line"
+        where = (
+            f"planned by {line} ({labels['split']}, {labels['task']}) of bench.sample_sheet "
+            f"{bench_plan['sample_sheet']}, sample {labels['sample']} of bench.samples_per_task="
+            f"{bench_plan['samples_per_task']}: fix the files named, or take the input out of the plan "
+            "(drop that line, exclude the task with bench.task_globs, or lower bench.samples_per_task)"
+        )
+    cause = str(error) if isinstance(error, StepScopeError) else f"{type(error).__name__}: {error}"
+    return StepScopeError(f"{cause} [input {where}]")
+
+
 class LazyLoader:
     """Loads the model on first use, so a batch with nothing to do never loads it."""
 
@@ -221,17 +247,21 @@ def run_sample_batch(
     members: list[dict[str, Any]],
     receipt: str,
     variant: str,
+    sources: dict[str, str] | None = None,
+    bench_plan: dict[str, Any] | None = None,
 ) -> Receipt:
     """Sample every member of a batch that is not up to date, with one model load.
 
     A member: key, labels, fingerprint, source, settings, record, seeds, ensemble, out_dir,
     video_link (the scorer layout path) and inputs (files whose change makes it stale).
+    `bench_plan` (sample_sheet, samples_per_task) lets a bad input's error say where the plan
+    took it from; it is batch-wide, so editing the sheet elsewhere never reruns a batch.
     """
     from .jobs import load_job_pipeline, resolve_input, sample_run
     from .provenance import weights_identity
 
     inject_fault_once()
-    loader = LazyLoader(lambda: load_job_pipeline(family, weights_dir, loras, device))
+    loader = LazyLoader(lambda: load_job_pipeline(family, weights_dir, loras, device, sources))
     outcomes = Members("sample")
     identity = None
     for member in members:
@@ -246,10 +276,10 @@ def run_sample_batch(
         try:
             info = resolve_input(member["source"])  # a bad input fails before the model loads
         except Exception as error:
-            outcomes.fail(member, out_dir, error)
+            outcomes.fail(member, out_dir, input_error(error, member, bench_plan))
             continue
-        pipe, lora_specs = loader.get()  # a model that does not load fails the job (retried)
-        identity = identity or weights_identity(weights_dir)
+        pipe = loader.get()  # a model that does not load fails the job (retried)
+        identity = identity or weights_identity(weights_dir, sources)
         with outcomes.attempt(member, out_dir) as outcome:
             started = time.perf_counter()
             sample_run(
@@ -268,9 +298,7 @@ def run_sample_batch(
                     "input_stamps": input_stamps(member["inputs"]),
                     "batch": Path(receipt).stem,
                     "weights": identity,
-                    "loras": [
-                        {"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs
-                    ],
+                    "loras": pipe.stepscope_loras,
                     # the model is loaded once per batch job: load_s is that one load
                     "timings": {"load_s": loader.load_s},
                 },
@@ -300,6 +328,7 @@ def run_decode_batch(
     steps: str | list[int],
     sheet_frames: int,
     members: list[dict[str, Any]],
+    tiled: str | bool = "auto",
     receipt: str,
     variant: str,
 ) -> Receipt:
@@ -323,6 +352,7 @@ def run_decode_batch(
             summary
             and summary.get("fingerprint") == member["fingerprint"]
             and summary.get("run_id") == run_meta.get("run_id")
+            and all(path.exists() for path in decoded_files(member["out_dir"], summary))
         ):
             outcomes.add(member, "skipped")
             continue
@@ -336,6 +366,7 @@ def run_decode_batch(
                 steps=steps,
                 out_dir=member["out_dir"],
                 sheet_frames=sheet_frames,
+                tiled=tiled,
                 summary_extra={
                     "fingerprint": member["fingerprint"],
                     "decode_id": uuid.uuid4().hex,
@@ -344,6 +375,14 @@ def run_decode_batch(
             )
             outcome["decode_s"] = time.perf_counter() - started
     return write_receipt(receipt, "decode", variant, outcomes, load_s=loader.load_s)
+
+
+def decoded_files(out_dir: str | Path, summary: dict[str, Any]) -> list[Path]:
+    """The files a decoding summary stands for (a deleted one makes the decoding stale)."""
+    out = Path(out_dir)
+    return [out / "steps" / f"step_{int(step):04d}.mp4" for step in summary.get("steps", [])] + [
+        out / records.CONTACT_SHEET
+    ]
 
 
 # ----- figures and scores ----------------------------------------------------------------------
@@ -370,7 +409,7 @@ def run_analysis_batch(
     report_figures: str,
     report_sheets: str,
 ) -> Receipt:
-    """Figures and builtin scores of every member not up to date; cross-seed divergence per input;
+    """Figures and stepscope-proxy scores of every member not up to date; cross-seed divergence per input;
     the report folders (hard links to every member's figures and contact sheet).
 
     A member: key, labels, fingerprint, run_dir, decoded_dir (None without decoding), figure_dir,
@@ -385,7 +424,6 @@ def run_analysis_batch(
     inject_fault_once()
     outcomes = Members("analysis")
     redone: set[str] = set()
-    wanted_steps = parse_steps(steps)
     for member in members:
         run_meta = read_json(Path(member["run_dir"]) / records.META)
         summary = None
@@ -410,7 +448,9 @@ def run_analysis_batch(
             (figure_dir / FIGURES_MARKER).unlink(missing_ok=True)
             for stale in figure_dir.glob("*.png"):
                 stale.unlink()
-            captured = RunRecords(member["run_dir"]).captured_steps
+            run = RunRecords(member["run_dir"])
+            wanted_steps = parse_steps(steps, int(run.meta["settings"]["num_inference_steps"]))
+            captured = run.captured_steps
             chosen = None if wanted_steps is None else [s for s in captured if s in wanted_steps] or None
             figures = render_run_figures(member["run_dir"], figure_dir, layers=layers, steps=chosen)
             if member["score_table"] is not None:

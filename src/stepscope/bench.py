@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -28,6 +29,8 @@ PROMPT = "prompt.txt"
 SAMPLE_FILES = (FIRST_FRAME, FINAL_FRAME, GROUND_TRUTH, PROMPT)
 SPLITS = ("In-Domain_50", "Out-of-Domain_50")
 GT_FPS = 16
+MIN_GT_FRAMES = 2  # a shorter ground truth shows no motion to score against
+FRAME_SLACK = 1.5  # decoded vs promised frames (duration is given to 10 ms; one frame of rounding)
 
 SHEET_COLUMNS = ("split", "task", "category")
 MANIFEST_COLUMNS = (
@@ -347,17 +350,41 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def _video_facts(path: Path) -> tuple[int, float]:
+    """(decoded frames, fps), once the video proves whole: it decodes without errors, into as many
+    frames as its container's duration and frame rate promise, and into at least two (a shorter
+    ground truth has no motion: its temporal scores would be perfect and void)."""
+    import subprocess
+
     import imageio_ffmpeg  # here, not at the top: training on a GPU machine imports this module without it
 
-    num_frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))  # decodes every frame
-    if not num_frames:
-        raise ValueError("the video has no frames")
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        fps = float(next(reader)["fps"])
-    finally:
-        reader.close()
-    return num_frames, fps
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
+    command += ["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
+    result = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    log = result.stderr.replace("\r", "\n").splitlines()
+    errors = [line for line in log if re.search(r"\[(error|fatal|panic)\] ", line)]
+    frames = [int(m.group(1)) for line in log if (m := re.search(r"frame=\s*(\d+)", line))]
+    duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", result.stderr)
+    fps = re.search(r"Stream #0.*Video:.*?, (\d+(?:\.\d+)?) (?:fps|tbr)", result.stderr)
+    if result.returncode != 0 or not frames:
+        cause = (errors or log or ["no output"])[-1]
+        raise ValueError(f"ffmpeg cannot decode it ({cause.strip()})")
+    if errors:
+        raise ValueError(f"corrupt: decoding errors after {frames[-1]} frame(s), first: {errors[0].strip()}")
+    num_frames = frames[-1]
+    if num_frames < MIN_GT_FRAMES:
+        raise ValueError(f"{num_frames} frame(s); a ground truth needs at least {MIN_GT_FRAMES}")
+    if fps is None:
+        raise ValueError("no frame rate in the container")
+    rate = float(fps.group(1))
+    if duration is not None:
+        hours, minutes, seconds = duration.groups()
+        promised = (int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * rate
+        if abs(num_frames - promised) > FRAME_SLACK:
+            raise ValueError(
+                f"truncated or corrupt: the container promises {promised:.0f} frames "
+                f"({duration.group(0)} at {rate:g} fps) but {num_frames} decode"
+            )
+    return num_frames, rate
 
 
 def _prompt_text(path: Path) -> str:
@@ -410,6 +437,30 @@ def validate_sample_files(sample_dir: str | os.PathLike) -> list[str]:
     return [f"{path}: {reason}" for path, reason in problems]
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """Sub-folders by name, hidden ones skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def sample_folders(
+    root: str | os.PathLike,
+    splits: Iterable[str],
+    task_globs: Iterable[str],
+    max_samples_per_task: int | None,
+) -> list[Path]:
+    """The sample folders `scan_bench` reads (absent splits are skipped here; the scan refuses them)."""
+    task_globs = list(task_globs)
+    folders = []
+    for split in splits:
+        split_dir = Path(root) / split
+        if not split_dir.is_dir():
+            continue
+        for task_dir in _subfolders(split_dir):
+            if any(fnmatchcase(task_dir.name, g) for g in task_globs):
+                folders += _subfolders(task_dir)[:max_samples_per_task]
+    return folders
+
+
 def scan_bench(
     root: str | os.PathLike,
     *,
@@ -431,41 +482,37 @@ def scan_bench(
     root = Path(root).absolute()
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    used_globs: set[str] = set()
     for split in splits:
-        split_dir = root / split
-        if not split_dir.is_dir():
+        if not (root / split).is_dir():
             raise FileNotFoundError(
-                f"split folder {split_dir} not found; check the bench root and the splits"
+                f"split folder {root / split} not found; check the bench root and the splits"
             )
-        for task_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            matched = {g for g in task_globs if fnmatchcase(task_dir.name, g)}
-            if not matched:
-                continue
-            used_globs |= matched
-            samples = sorted(p for p in task_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-            for folder in samples[:max_samples_per_task]:
-                key = {"split": split, "task": task_dir.name, "sample": folder.name}
-                problems, facts = _inspect_sample(folder)
-                if problems:
-                    errors.extend({**key, "path": str(path), "reason": reason} for path, reason in problems)
-                    continue
-                num_frames, fps = facts[GROUND_TRUTH]
-                width, height = facts[FIRST_FRAME]
-                rows.append(
-                    {
-                        **key,
-                        "first_frame": str(folder / FIRST_FRAME),
-                        "final_frame": str(folder / FINAL_FRAME),
-                        "ground_truth": str(folder / GROUND_TRUTH),
-                        "prompt_file": str(folder / PROMPT),
-                        "prompt": facts[PROMPT],
-                        "gt_num_frames": num_frames,
-                        "gt_fps": fps,
-                        "width": width,
-                        "height": height,
-                    }
-                )
+    used_globs = {
+        g for split in splits for task_dir in _subfolders(root / split) for g in task_globs
+        if fnmatchcase(task_dir.name, g)
+    }  # fmt: skip
+    for folder in sample_folders(root, splits, task_globs, max_samples_per_task):
+        key = {"split": folder.parent.parent.name, "task": folder.parent.name, "sample": folder.name}
+        problems, facts = _inspect_sample(folder)
+        if problems:
+            errors.extend({**key, "path": str(path), "reason": reason} for path, reason in problems)
+            continue
+        num_frames, fps = facts[GROUND_TRUTH]
+        width, height = facts[FIRST_FRAME]
+        rows.append(
+            {
+                **key,
+                "first_frame": str(folder / FIRST_FRAME),
+                "final_frame": str(folder / FINAL_FRAME),
+                "ground_truth": str(folder / GROUND_TRUTH),
+                "prompt_file": str(folder / PROMPT),
+                "prompt": facts[PROMPT],
+                "gt_num_frames": num_frames,
+                "gt_fps": fps,
+                "width": width,
+                "height": height,
+            }
+        )
     unused = [g for g in task_globs if g not in used_globs]
     if unused:
         raise ValueError(f"task glob(s) {unused} match no task folder in {root} under splits {splits}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path
+from .scoring import score_label, select_scores
 
 # --------------------------------------------------------------------------------------------
 # Curve summaries
@@ -195,18 +197,17 @@ def step_curves(
     scores: pd.DataFrame,
     *,
     metric: str = "total",
-    scorer: str | None = "builtin",
+    scorer: str | None = None,
     by: Sequence[str] = ("variant", "split", "task"),
     seeds: str = "single",
 ) -> pd.DataFrame:
     """Mean/std/count of the per-step score over videos, per group, from the tidy table.
 
     Returns columns ``*by, step, mean, std, n``; step -1 (final video) is kept. ``seeds``:
-    ``"single"`` keeps numeric seeds only, ``"all"`` keeps ensembles too.
+    ``"single"`` keeps numeric seeds only, ``"all"`` keeps ensembles too. ``scorer=None``: the
+    only scorer that has ``metric``.
     """
-    df = scores[scores["metric"] == metric]
-    if scorer is not None:
-        df = df[df["scorer"] == scorer]
+    df, _ = select_scores(scores, metric, scorer)
     if seeds == "single":
         df = df[df["seed"].astype(str).str.fullmatch(r"\d+")]
     grouped = df.groupby([*by, "step"], sort=True)["value"]
@@ -218,7 +219,7 @@ def curve_summary(
     scores: pd.DataFrame,
     *,
     metric: str = "total",
-    scorer: str | None = "builtin",
+    scorer: str | None = None,
     by: Sequence[str] = ("variant", "split", "task"),
     frac: float = 0.95,
 ) -> pd.DataFrame:
@@ -272,6 +273,11 @@ def _save(fig, target: str | os.PathLike, dpi: int = 110) -> Path:
     return target
 
 
+def _score_title(title: str | None, scorer: str, metric: str, width: int) -> str:
+    """Figure title naming the scorer and mode of the curves, wrapped to fit the figure."""
+    return "\n".join([*([title] if title else []), *textwrap.wrap(score_label(scorer, metric), width)])
+
+
 def _mark_switch(ax, switch_step: int | None) -> None:
     if switch_step is not None:
         ax.axvline(switch_step, color="tab:red", ls="--", lw=1, label=f"expert switch ({switch_step})")
@@ -282,7 +288,7 @@ def plot_step_curves(
     target: str | os.PathLike,
     *,
     metric: str = "total",
-    scorer: str | None = "builtin",
+    scorer: str | None = None,
     variant: str | None = None,
     switch_step: int | None = None,
     frac: float = 0.95,
@@ -292,6 +298,7 @@ def plot_step_curves(
     """One panel per (split, task): mean step curve +- std over videos (single seeds), the
     final video's score (dashed), the emergence step (dot) and the expert switch (red)."""
     df = scores if variant is None else scores[scores["variant"] == variant]
+    _, scorer = select_scores(df, metric, scorer)
     curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
     groups = list(curves.groupby(["split", "task"], sort=True))
     n = max(1, len(groups))
@@ -322,8 +329,7 @@ def plot_step_curves(
         ax.set_xlabel("step")
         ax.set_ylabel(metric)
         ax.legend(fontsize=6, loc="lower right")
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(_score_title(title, scorer, metric, width=40 * ncols), fontsize=9)
     return _save(fig, target)
 
 
@@ -344,7 +350,7 @@ def plot_split_curves(
     target: str | os.PathLike,
     *,
     metric: str = "total",
-    scorer: str | None = "builtin",
+    scorer: str | None = None,
     variant: str | None = None,
     switch_step: int | None = None,
     title: str | None = None,
@@ -352,6 +358,7 @@ def plot_split_curves(
     """Step score curves aggregated per split: mean over tasks of the task mean curves,
     band = +- std across tasks."""
     df = scores if variant is None else scores[scores["variant"] == variant]
+    _, scorer = select_scores(df, metric, scorer)
     curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
     curves = curves[curves["step"] >= 0]
     fig, axes = _figure(size=(5.0, 3.5))
@@ -361,8 +368,7 @@ def plot_split_curves(
     ax.set_xlabel("step")
     ax.set_ylabel(f"{metric} (mean over tasks)")
     ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
+    ax.set_title(_score_title(title, scorer, metric, width=60), fontsize=8)
     return _save(fig, target)
 
 

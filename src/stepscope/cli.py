@@ -46,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-frames", type=int, default=81)
     sample.add_argument("--height", type=int, default=480)
     sample.add_argument("--width", type=int, default=832)
-    sample.add_argument("--cfg", type=float, default=5.0)
-    sample.add_argument("--shift", type=float, default=5.0)
-    sample.add_argument("--boundary", type=float, default=0.875, help="Wan2.2 expert switch boundary")
+    sample.add_argument("--cfg", type=float, default=None, help="default: the family's (Wan 5.0, LTX-2.3 3.0)")
+    sample.add_argument("--shift", type=float, default=None, help="Wan sigma shift (default 5.0)")
+    sample.add_argument("--boundary", type=float, default=None, help="Wan2.2 expert switch boundary (default 0.875)")
     sample.add_argument("--negative-prompt", default=None)
     sample.add_argument("--layers", type=_layers, default=(0, 10, 20, 30, 39))
     sample.add_argument("--capture-steps", default="all", help="'all', 'none' or ranges like 0-19,45-49")
@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--lora", type=_lora, action="append", default=[], help="PATH[:TARGET[:ALPHA]]")
     sample.add_argument("--device", default=None)
     sample.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
-    sample.add_argument("--offload", default="none", choices=["none", "cpu"])
+    sample.add_argument("--offload", default="seed", choices=["seed", "none", "cpu"], help="memory preset")
+    sample.add_argument("--lora-mode", default="hotload", choices=["hotload", "fuse"])
+    sample.add_argument(
+        "--text-encoder", type=Path, default=None, help="LTX-2.3: the Gemma-3 folder (default: inside --weights)"
+    )
     sample.add_argument("--fps", type=int, default=16)
     sample.add_argument("--untiled", action="store_true", help="decode without VAE tiling")
 
@@ -84,15 +88,23 @@ def run_sample(args: argparse.Namespace) -> Path:
         capture = CaptureSpec(layers=args.layers, steps=capture_steps, passes=tuple(args.passes.split(",")))
     record = RecordSpec(x0_steps=parse_steps(args.record_steps, args.steps), capture=capture, fps=args.fps)
     started = time.perf_counter()
+    sources = {"text_encoder": str(args.text_encoder)} if args.text_encoder else None
     pipe = load_pipeline(
-        args.family, args.weights, device=args.device, dtype=args.dtype, loras=args.lora, offload=args.offload
+        args.family,
+        args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        loras=args.lora,
+        offload=args.offload,
+        lora_mode=args.lora_mode,
+        sources=sources,
     )
     load_s = time.perf_counter() - started
     meta = {
         "variant": "custom",
         "image": str(args.image),
-        "weights": weights_identity(args.weights),
-        "loras": [{"path": str(lora.path), "target": lora.target, "alpha": lora.alpha} for lora in args.lora],
+        "weights": weights_identity(args.weights, sources),
+        "loras": pipe.stepscope_loras,
         "device": str(pipe.device),
         "dtype": str(pipe.torch_dtype),
         "timings": {"load_s": load_s},

@@ -21,7 +21,7 @@ from .errors import StepScopeError
 from .hooks import StepHook
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 STRATEGIES = ("latent", "velocity", "x0")
 NAME = re.compile(r"^ens-(latent|velocity|x0)-k(\d+)-(\d+)-(\d+)(-rescale)?$")
@@ -66,7 +66,17 @@ def seed_label(run: str) -> str:
     return run[len("seed") :] if run.startswith("seed") else run
 
 
-def merge(tensors: list[torch.Tensor], rescale: bool) -> torch.Tensor:
+def per_part(function, *states):
+    """Apply `function` to tensors, or part by part to tuple states (LTX-2.3's (video, audio))."""
+    if isinstance(states[0], tuple):
+        return type(states[0])(*(function(*parts) for parts in zip(*states, strict=True)))
+    return function(*states)
+
+
+def merge(tensors: list, rescale: bool):
+    """Mean of K states (per part for tuple states); with `rescale`, at the mean norm of the K."""
+    if isinstance(tensors[0], tuple):
+        return per_part(lambda *parts: merge(list(parts), rescale), *tensors)
     import torch
 
     merged = torch.stack(tensors).mean(dim=0)
@@ -87,14 +97,14 @@ class EnsembleHook(StepHook):
         if self.spec.strategy != "latent" or not self.active(step, len(latents)):
             return None
         merged = merge(latents, self.spec.rescale)
-        return [merged.clone() for _ in latents]
+        return [per_part(lambda part: part.clone(), merged) for _ in latents]
 
     def on_velocity(self, step, sigma, latents, velocities):
         if self.spec.strategy == "latent" or not self.active(step, len(latents)):
             return None
         if self.spec.strategy == "velocity":
             merged = merge(velocities, self.spec.rescale)
-            return [merged.clone() for _ in velocities]
-        x0s = [x - sigma * v for x, v in zip(latents, velocities, strict=True)]
+            return [per_part(lambda part: part.clone(), merged) for _ in velocities]
+        x0s = [per_part(lambda x, v: x - sigma * v, x, v) for x, v in zip(latents, velocities, strict=True)]
         mean_x0 = merge(x0s, self.spec.rescale)
-        return [(x - mean_x0) / sigma for x in latents]
+        return [per_part(lambda x, m: (x - m) / sigma, x, mean_x0) for x in latents]

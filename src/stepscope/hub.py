@@ -11,14 +11,14 @@ from pathlib import Path
 
 from .atomic import write_json
 from .errors import StepScopeError
-from .layouts import family_layout
+from .layouts import MAIN, source_layout
 from .provenance import package_versions
 
 
-def allow_patterns(family: str) -> list[str]:
-    """Hub allow patterns for a family: every file its weights layout can resolve, nothing else."""
+def allow_patterns(family: str, source: str = MAIN) -> list[str]:
+    """Hub allow patterns for one repo of a family: every file its layout can resolve, nothing else."""
     patterns = []
-    for spec in family_layout(family):
+    for spec in source_layout(family, source):
         patterns += [f"{pattern}/*" if spec.is_dir else pattern for pattern in spec.patterns]
     return patterns
 

@@ -11,15 +11,20 @@ from dataclasses import dataclass
 
 from .errors import StepScopeError
 
+MAIN = "main"
+
 
 @dataclass(frozen=True)
 class WeightLayout:
-    """One component of a family's weights folder: a glob (first match wins) and whether it is needed."""
+    """One component of a family's weights: globs (first match wins), whether it is needed, and
+    the repo (`source`) it comes from; families whose weights span several repos (LTX-2.3 with
+    Gemma-3) name the others in SOURCES."""
 
     component: str
     patterns: tuple[str, ...]
     required: bool = True
     is_dir: bool = False
+    source: str = MAIN
 
 
 # ----- Wan2.2-I2V-A14B and Wan2.1-I2V-14B-720P (Wan-AI repos) ------------------------------------
@@ -60,9 +65,17 @@ def _repackaged(component: str, file_name: str, required: bool = True) -> Weight
     return WeightLayout(component, (file_name, f"{LTX_REPACKAGE_DIR}/{file_name}"), required)
 
 
+
+def _gemma(component: str, patterns: tuple[str, ...], required: bool = True) -> WeightLayout:
+    """A file of google/gemma-3-12b-it-qat-q4_0-unquantized (the LTX-2.3 text encoder repo)."""
+    return WeightLayout(component, patterns, required, source="text_encoder")
+
+
 # The files of DiffSynth-Studio/LTX-2.3-Repackage (split from Lightricks/LTX-2.3's
 # ltx-2.3-22b-dev.safetensors by diffsynth's split_model_statedicts_ltx2.3.py) that a one-stage
-# image-to-video run loads, plus the Gemma-3 text encoder and its tokenizer.
+# image-to-video run loads, plus the Gemma-3 text encoder and its tokenizer from their own repo.
+# The tokenizer files are those `AutoTokenizer.from_pretrained(local_files_only=True)` opens
+# (diffsynth 2.1.12), plus the image-processor files the seed's diffsynth also opens.
 LTX23_LAYOUT = (
     _repackaged("dit", "transformer.safetensors"),
     _repackaged("text_encoder_post_modules", "text_encoder_post_modules.safetensors"),
@@ -70,13 +83,40 @@ LTX23_LAYOUT = (
     _repackaged("video_vae_decoder", "video_vae_decoder.safetensors"),
     _repackaged("audio_vae_decoder", "audio_vae_decoder.safetensors"),
     _repackaged("audio_vocoder", "audio_vocoder.safetensors"),
-    WeightLayout("text_encoder", (f"{LTX_GEMMA_DIR}/model-*.safetensors",)),
-    WeightLayout("tokenizer", (f"{LTX_GEMMA_DIR}/tokenizer_config.json",)),
     # Only needed for audio inputs (retake / audio-to-video), which stepscope does not use.
     _repackaged("audio_vae_encoder", "audio_vae_encoder.safetensors", required=False),
+    _gemma("text_encoder", ("model-*.safetensors",)),
+    _gemma("tokenizer", ("tokenizer.json", "tokenizer.model")),
+    _gemma("tokenizer_config", ("tokenizer_config.json",)),
+    _gemma("tokenizer_model", ("tokenizer.model",), required=False),
+    _gemma("special_tokens_map", ("special_tokens_map.json",), required=False),
+    _gemma("added_tokens", ("added_tokens.json",), required=False),
+    _gemma("chat_template", ("chat_template.json", "chat_template.jinja"), required=False),
+    _gemma("text_encoder_config", ("config.json",), required=False),
+    _gemma("image_processor", ("preprocessor_config.json",), required=False),
+    _gemma("processor", ("processor_config.json",), required=False),
 )
 
 LAYOUTS = {"wan2.2": WAN22_LAYOUT, "wan2.1": WAN21_LAYOUT, "ltx2.3": LTX23_LAYOUT}
+
+# Repos besides the main one, by family: source name -> the repo the seed loads it from. Unless a
+# folder is given for it, a source is looked for inside the main folder under its repo id (the
+# seed's ./models/<repo_id> layout, and the tiny twins').
+SOURCES = {"ltx2.3": {"text_encoder": LTX_GEMMA_DIR}}
+
+
+def family_sources(family: str) -> dict[str, str]:
+    """Extra repos of a family (source name -> default repo id); {} when one repo holds everything."""
+    family_layout(family)
+    return dict(SOURCES.get(family, {}))
+
+
+def source_layout(family: str, source: str = MAIN) -> tuple[WeightLayout, ...]:
+    """The components one repo of a family provides."""
+    layout = tuple(spec for spec in family_layout(family) if spec.source == source)
+    if not layout:
+        raise StepScopeError(f"{family} has no weights source {source!r}: choose one of {[MAIN, *SOURCES.get(family, {})]}")
+    return layout
 
 
 def family_layout(family: str) -> tuple[WeightLayout, ...]:

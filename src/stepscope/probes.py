@@ -38,6 +38,7 @@ from .atomic import atomic_path, write_json, write_parquet
 from .capture import check_hookable
 from .errors import StepScopeError
 from .families import get_family
+from .jobs import loop_settings
 from .sampling import SampleResult, StepHook, round_shape, sample_lockstep, write_run
 from .stepspec import resolve_steps
 
@@ -474,6 +475,7 @@ def _setup(
     info: dict[str, Any],
     device: dict[str, Any],
     x0_every_step: bool = False,
+    sources: dict[str, str] | None = None,
 ) -> _Setup:
     from .jobs import load_job_pipeline, record_spec, resolve_shape
     from .provenance import weights_identity
@@ -483,16 +485,16 @@ def _setup(
     if x0_every_step:
         spec = dataclasses.replace(spec, x0_steps=None)
     started = time.perf_counter()
-    pipe, lora_specs = load_job_pipeline(family, weights_dir, loras, device)
+    pipe = load_job_pipeline(family, weights_dir, loras, device, sources)
     load_s = time.perf_counter() - started
     adapter = get_family(family)
     height, width, num_frames = resolve_shape(settings, info)
-    identity = weights_identity(weights_dir)
+    identity = weights_identity(weights_dir, sources)
     base_meta = {
         "variant_settings": settings,
         "record": record,
         "weights": identity,
-        "loras": [{"path": str(s.path), "target": s.target, "alpha": s.alpha} for s in lora_specs],
+        "loras": pipe.stepscope_loras,
         "device": str(pipe.device),
         "dtype": str(pipe.torch_dtype),
         "timings": {"load_s": load_s},
@@ -503,7 +505,6 @@ def _setup(
 def _run(
     setup: _Setup, info: dict[str, Any], seeds: list[int], hook: StepHook | None = None, family=None
 ) -> list[SampleResult]:
-    settings = setup.settings
     return sample_lockstep(
         setup.pipe,
         family or setup.adapter,
@@ -514,12 +515,7 @@ def _run(
         height=setup.height,
         width=setup.width,
         num_inference_steps=setup.steps,
-        cfg_scale=float(settings["cfg_scale"]),
-        negative_prompt=settings.get("negative_prompt"),
-        sigma_shift=float(settings.get("sigma_shift", 5.0)),
-        switch_boundary=float(settings.get("switch_boundary", 0.875)),
-        tiled=bool(settings.get("tiled", True)),
-        rand_device=settings.get("rand_device", "cpu"),
+        **loop_settings(setup.settings),
         record=setup.record,
         hook=hook,
     )
@@ -621,6 +617,7 @@ def probe_job(
     device: dict[str, Any] | None = None,
     labels: dict[str, Any] | None = None,
     swap_source: dict[str, Any] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one probe's whole sweep on one input with one model load; write a run directory per
     condition (``clean`` / ``target`` / ``source`` first) and ``probe.json`` last."""
@@ -641,6 +638,7 @@ def probe_job(
         info,
         device or {},
         x0_every_step=kind == "sensitivity",
+        sources=sources,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1100,8 +1098,8 @@ def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric
     if position == "step":
         _mark_switch(ax, _switch_of(df))
     ax.set_xlabel("injection step" if position == "step" else "noised latent frame")
-    ax.set_ylabel(f"{metric} (builtin)")
-    ax.set_ylim(0.0, 1.0)  # builtin scores lie in [0, 1]
+    ax.set_ylabel(f"{metric} (stepscope-proxy, not VBVR's score)")
+    ax.set_ylim(0.0, 1.0)  # proxy scores lie in [0, 1]
     _integer_ticks(ax)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)

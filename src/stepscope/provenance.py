@@ -32,9 +32,16 @@ def file_identity(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256_head": digest.hexdigest()}
 
 
-def weights_identity(weights_dir: str | Path) -> dict[str, Any]:
-    """Identity of a weights folder: its download source (repo id, revision) if known, and its files."""
-    weights_dir = Path(weights_dir)
+def weights_identity(weights_dir: str | Path, sources: dict[str, str | Path] | None = None) -> dict[str, Any]:
+    """Identity of a weights folder: its download source (repo id, revision) if known, and its
+    files; with `sources` (a family's other repos, e.g. LTX-2.3's Gemma), theirs under "sources"."""
+    identity = _folder_identity(Path(weights_dir))
+    if sources:
+        identity["sources"] = {name: _folder_identity(Path(folder)) for name, folder in sorted(sources.items())}
+    return identity
+
+
+def _folder_identity(weights_dir: Path) -> dict[str, Any]:
     files = sorted(path for path in weights_dir.rglob("*") if path.is_file())
     source_file = weights_dir / REVISION_FILE
     source = json.loads(source_file.read_text()) if source_file.exists() else {"source": "local folder"}

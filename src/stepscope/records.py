@@ -47,19 +47,74 @@ def parse_map_key(key: str) -> tuple[int, int, str, str]:
     return int(layer[1:]), int(step[1:]), pass_, name
 
 
-def write_video(target: str | Path, frames: np.ndarray, fps: int, quality: int = 5) -> None:
-    """Write uint8 frames (T, H, W, 3) as H.264 mp4, atomically."""
+VIDEO_CODEC = "libx264"
+VIDEO_QUALITY = 5  # imageio's 0-10 scale; imageio-ffmpeg turns it into x264's crf
+
+
+def video_encoding(fps: int, quality: int = VIDEO_QUALITY, audio_rate: int | None = None) -> dict[str, Any]:
+    """How :func:`write_video` encodes (recorded in meta.json): VBVR-EvalKit's scores move with
+    the codec and quality of the video they read (docs/scoring.md). ``audio_rate``: an AAC track
+    muxed in by :func:`add_audio` (video packets copied, unchanged)."""
+    import imageio
+    import imageio_ffmpeg
+
+    audio = None if audio_rate is None else {"codec": "aac", "sample_rate": audio_rate, "muxer": "av"}
+    return {
+        "container": "mp4",
+        "codec": VIDEO_CODEC,
+        "pix_fmt": "yuv420p",
+        "fps": fps,
+        "quality": quality,
+        "crf": int((1 - quality / 10) * 51),  # imageio-ffmpeg's mapping for libx264
+        "writer": "imageio-ffmpeg",
+        "imageio": imageio.__version__,
+        "imageio_ffmpeg": imageio_ffmpeg.__version__,
+        "ffmpeg": imageio_ffmpeg.get_ffmpeg_version(),
+        "audio": audio,
+    }
+
+
+def write_video(target: str | Path, frames: np.ndarray, fps: int, quality: int = VIDEO_QUALITY) -> None:
+    """Write uint8 frames (T, H, W, 3) as H.264 mp4 (:func:`video_encoding`), atomically."""
     import imageio.v2 as imageio
 
     with atomic_path(target) as tmp:
         writer = imageio.get_writer(
-            tmp, fps=fps, quality=quality, codec="libx264", macro_block_size=1, format="FFMPEG"
+            tmp, fps=fps, quality=quality, codec=VIDEO_CODEC, macro_block_size=1, format="FFMPEG"
         )
         try:
             for frame in frames:
                 writer.append_data(np.ascontiguousarray(frame))
         finally:
             writer.close()
+
+
+def add_audio(video: str | Path, waveform: np.ndarray, sample_rate: int) -> None:
+    """Mux a float waveform (channels, samples) into an mp4 as AAC, atomically, as the seed does for
+    LTX-2.3; the video stream is copied packet by packet (unchanged, so scores do not move)."""
+    import av
+
+    waveform = np.ascontiguousarray(np.asarray(waveform, dtype=np.float32))
+    if waveform.ndim == 1:
+        waveform = waveform[None]
+    layout = {1: "mono", 2: "stereo"}[waveform.shape[0]]
+    video = Path(video)
+    with atomic_path(video) as tmp:
+        with av.open(str(video)) as source, av.open(str(tmp), "w") as out:
+            video_in = source.streams.video[0]
+            video_out = out.add_stream_from_template(video_in)
+            audio_out = out.add_stream("aac", rate=sample_rate, layout=layout)
+            for packet in source.demux(video_in):
+                if packet.dts is None:  # the demuxer's flush packet
+                    continue
+                packet.stream = video_out
+                out.mux(packet)
+            frame = av.AudioFrame.from_ndarray(waveform, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            for packet in audio_out.encode(frame):
+                out.mux(packet)
+            for packet in audio_out.encode(None):
+                out.mux(packet)
 
 
 def read_video(path: str | Path) -> np.ndarray:
@@ -75,13 +130,15 @@ def read_video(path: str | Path) -> np.ndarray:
 
 def write_steps(target: str | Path, x0_hats: dict[int, Any], final_latent: Any, last_step: int) -> None:
     """Write x0_hat latents (fp16) of the recorded steps, and the final latent (fp16) unless it is
-    already there: x0_hat of the last step *is* the final latent, so it is not stored twice."""
+    already there: for Wan, x0_hat of the last step *is* the final latent, so it is not stored
+    twice (LTX-2.3's x0_hat keeps the model's own conditioning frame, so there both are kept)."""
     import torch
     from safetensors.torch import save_file
 
     tensors = {x0_key(step): t.detach().to("cpu", torch.float16).contiguous() for step, t in x0_hats.items()}
-    if last_step not in x0_hats:
-        tensors["final_latent"] = final_latent.detach().to("cpu", torch.float16).contiguous()
+    final = final_latent.detach().to("cpu", torch.float16).contiguous()
+    if last_step not in x0_hats or not torch.equal(tensors[x0_key(last_step)], final):
+        tensors["final_latent"] = final
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "stepscope.steps.v1"})
 
@@ -159,7 +216,7 @@ class RunRecords:
             return handle.get_tensor(x0_key(step))
 
     def final_latent(self):
-        """The final latent (fp16): stored on its own only when the last step's x0_hat is not."""
+        """The final latent (fp16): stored on its own only where the last step's x0_hat differs from it."""
         from safetensors import safe_open
 
         with safe_open(self.path / STEPS, framework="pt") as handle:

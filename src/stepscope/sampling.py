@@ -53,6 +53,8 @@ class SampleResult:
     activation_rows: list[dict[str, Any]]
     settings: dict[str, Any]
     timings: dict[str, float]
+    # Families that generate sound (LTX-2.3): the waveform (channels, samples) and its sample rate.
+    audio: tuple[np.ndarray, int] | None = None
 
 
 def round_shape(
@@ -94,10 +96,10 @@ def sample_lockstep(
     height: int,
     width: int,
     num_inference_steps: int,
-    cfg_scale: float,
+    cfg_scale: float | None = None,
     negative_prompt: str | None = None,
-    sigma_shift: float = 5.0,
-    switch_boundary: float = 0.875,
+    sigma_shift: float | None = None,
+    switch_boundary: float | None = None,
     tiled: bool = True,
     rand_device: str = "cpu",
     record: RecordSpec | None = None,
@@ -105,7 +107,10 @@ def sample_lockstep(
     decode: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> list[SampleResult]:
-    """Run K seeds in lockstep; returns one result per seed (in the order of `seeds`)."""
+    """Run K seeds in lockstep; returns one result per seed (in the order of `seeds`).
+
+    Settings left None take the family's defaults (the seed's: `adapter.defaults`).
+    """
     adapter = get_family(family) if isinstance(family, str) else family
     if not prompt or not prompt.strip():
         raise StepScopeError(
@@ -116,6 +121,9 @@ def sample_lockstep(
     if num_inference_steps < 1:
         raise StepScopeError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     started = time.perf_counter()
+    on_cuda = str(pipe.device).startswith("cuda")
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(pipe.device)
     height, width, num_frames, rounding = round_shape(pipe, adapter, height, width, num_frames)
     request = {
         "prompt": prompt,
@@ -125,15 +133,17 @@ def sample_lockstep(
         "height": height,
         "width": width,
         "num_inference_steps": num_inference_steps,
-        "cfg_scale": cfg_scale,
-        "sigma_shift": sigma_shift,
-        "switch_boundary": switch_boundary,
         "tiled": tiled,
         "rand_device": rand_device,
         **(extra or {}),
     }
-    if negative_prompt is not None:
-        request["negative_prompt"] = negative_prompt
+    optional = {
+        "cfg_scale": cfg_scale,
+        "sigma_shift": sigma_shift,
+        "switch_boundary": switch_boundary,
+        "negative_prompt": negative_prompt,
+    }
+    request.update({key: value for key, value in optional.items() if value is not None})
     call_kwargs = adapter.call_kwargs(request)
     record = record or RecordSpec(x0_steps=frozenset(), capture=None)
     recorder = None
@@ -189,6 +199,7 @@ def sample_lockstep(
                 )
             denoise_done = time.perf_counter()
             frames = [adapter.decode(pipe, prepared, state) if decode else None for state in latents]
+            audio = [_decode_audio(adapter, pipe, prepared, state) if decode else None for state in latents]
             decode_done = time.perf_counter()
     finally:
         if recorder is not None:
@@ -202,8 +213,8 @@ def sample_lockstep(
         "height": height,
         "width": width,
         "num_inference_steps": num_inference_steps,
-        "cfg_scale": cfg_scale,
-        "sigma_shift": sigma_shift,
+        "cfg_scale": call_kwargs["cfg_scale"],
+        "sigma_shift": call_kwargs.get("sigma_shift"),
         "rand_device": rand_device,
         "tiled": tiled,
         "fps": record.fps,
@@ -218,8 +229,8 @@ def sample_lockstep(
             "top_k": record.capture.top_k,
         },
     }
-    if getattr(adapter, "two_experts", False):
-        settings["switch_boundary"] = switch_boundary
+    if "switch_DiT_boundary" in call_kwargs:
+        settings["switch_boundary"] = call_kwargs["switch_DiT_boundary"]
     settings.update(
         {key: value for key, value in (extra or {}).items() if isinstance(value, (int, float, str, bool))}
     )
@@ -229,6 +240,8 @@ def sample_lockstep(
         "decode_s": decode_done - denoise_done,
         "total_s": decode_done - started,
     }
+    if on_cuda:  # what this run needed on the GPU (the model's resident weights included)
+        timings["peak_gpu_gib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**30
     results = []
     for index, seed in enumerate(seeds):
         results.append(
@@ -242,9 +255,19 @@ def sample_lockstep(
                 activation_rows=recorder.rows.get(index, []) if recorder else [],
                 settings=settings,
                 timings=timings,
+                audio=audio[index],
             )
         )
     return results
+
+
+def _decode_audio(adapter, pipe, prepared, state) -> tuple[np.ndarray, int] | None:
+    """The generated sound of families that make it (LTX-2.3), as the seed saves it with the video."""
+    if not hasattr(adapter, "decode_audio"):
+        return None
+    waveform, sample_rate = adapter.decode_audio(pipe, prepared, state)
+    waveform = waveform.detach().float().cpu().numpy()
+    return (waveform[0] if waveform.ndim == 3 else waveform), sample_rate
 
 
 def _pass_setter(recorder: Recorder | None):
@@ -279,6 +302,8 @@ def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -
     started = time.perf_counter()
     if result.frames is not None:
         records.write_video(out_dir / records.VIDEO, result.frames, fps=result.settings["fps"])
+        if result.audio is not None:
+            records.add_audio(out_dir / records.VIDEO, *result.audio)
     records.write_steps(
         out_dir / records.STEPS, result.x0_hats, result.final_latent, len(result.schedule) - 1
     )
@@ -291,6 +316,12 @@ def write_run(out_dir: str | Path, result: SampleResult, meta: dict[str, Any]) -
         "family": result.settings["family"],
         "fps": result.settings["fps"],
         "versions": package_versions(),
+        # final video's encoding: scores depend on it (docs/scoring.md)
+        "video_encoding": records.video_encoding(
+            result.settings["fps"], audio_rate=result.audio[1] if result.audio is not None else None
+        )
+        if result.frames is not None
+        else None,
         **meta,
         "timings": {**meta.get("timings", {}), **result.timings, "write_s": time.perf_counter() - started},
     }

@@ -2,12 +2,12 @@
 
 Two scorers write rows of one tidy table (see ``SCORE_COLUMNS`` and docs/scoring.md):
 
-* ``builtin`` -- a deterministic NumPy-only approximation of VBVR-Bench's weighted mode
-  (:func:`score_video`). It needs only the sample folder (first_frame.png, final_frame.png,
-  ground_truth.mp4) and is cheap enough to score the decoded x0_hat video of every step.
-* ``vbvr-evalkit`` -- an adapter around a user-installed VBVR-EvalKit
-  (:func:`score_with_evalkit`), which is not on PyPI and must run in its own pinned
-  environment (numpy 1.26.4, opencv-python 4.10.0.84, Pillow 10.4.0).
+* ``vbvr-evalkit`` -- the reference: an adapter around VBVR-EvalKit (:func:`score_with_evalkit`,
+  module ``vbvr_bench``), which is not on PyPI and must run in its own pinned environment
+  (envs/evalkit.txt: numpy 1.26.4, opencv-python 4.10.0.84, Pillow 10.4.0, ...).
+* ``stepscope-proxy`` -- our deterministic NumPy + Pillow approximation of VBVR-Bench's weighted
+  mode (:func:`score_video`), for machines without EvalKit and for the cheap per-step curves. It
+  is *not* VBVR's score: its rank agreement with EvalKit is only moderate (docs/scoring.md).
 
 This module imports neither torch nor cv2, so it also runs inside the EvalKit environment
 (``pip install --no-deps -e .`` plus pandas and pyarrow there).
@@ -42,8 +42,25 @@ from .atomic import write_parquet
 SCORE_COLUMNS = ("variant", "split", "task", "sample", "seed", "step", "scorer", "metric", "value")
 FINAL_STEP = -1  # ``step`` of the final video (as opposed to the decoded x0_hat of a step)
 
-BUILTIN = "builtin"
-EVALKIT = "vbvr-evalkit"
+PROXY = "stepscope-proxy"  # our approximation; was called "builtin" (renamed: it is not VBVR's score)
+EVALKIT = "vbvr-evalkit"  # VBVR-EvalKit, the reference scorer
+SCORERS = (PROXY, EVALKIT)
+RENAMED_SCORERS = {"builtin": PROXY}
+
+# What each (scorer, metric) number is, for table and figure labels.
+SCORER_TITLES = {
+    PROXY: "stepscope-proxy (approximation, not VBVR's score)",
+    EVALKIT: "VBVR-EvalKit",
+}
+METRIC_MODES = {
+    "total": "weighted sum of the proxy's 5 dimensions",
+    "task_specific": "task-specific mode (leaderboard)",
+    "weighted": "composite mode (5 weighted dimensions)",
+}
+# Status rows of the EvalKit adapter (value 1.0), next to the scores of the same video.
+FAILED = "evalkit_failed"  # EvalKit could not evaluate the video: scored 0.0, as EvalKit does
+SKIPPED = "evalkit_skipped"  # no EvalKit evaluator for the task folder: no score
+STATUS_METRICS = (FAILED, SKIPPED)
 
 WEIGHTS: dict[str, float] = {
     "first_frame_fidelity": 0.15,
@@ -66,6 +83,38 @@ class RunId(NamedTuple):
     sample: str
     seed: str  # "1", "2", ... or an ensemble name like "ens-latent-k3-0-10"
     step: int = FINAL_STEP  # -1 = the final video; >= 0 = decoded x0_hat of that step
+
+
+def check_scorer_names(names: Iterable[str]) -> None:
+    """Fail with the new name for a renamed scorer (config ``scoring.scorers``)."""
+    for name in names:
+        if name in RENAMED_SCORERS:
+            raise ValueError(
+                f"config error at `scoring.scorers`: the scorer {name!r} was renamed "
+                f"{RENAMED_SCORERS[name]!r}: it approximates VBVR-Bench, it is not VBVR's score "
+                f"(docs/scoring.md); write {RENAMED_SCORERS[name]!r}"
+            )
+
+
+def score_label(scorer: str, metric: str) -> str:
+    """What a number is, for tables and figures: metric, scorer and mode."""
+    mode = METRIC_MODES.get(metric)
+    return f"{metric} [{SCORER_TITLES.get(scorer, scorer)}" + (f"; {mode}]" if mode else "]")
+
+
+def select_scores(scores: pd.DataFrame, metric: str, scorer: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Rows of one metric from one scorer, and that scorer's name.
+
+    ``scorer=None`` picks the only scorer that has ``metric``; a metric from several scorers
+    must name one (numbers of different scorers are never pooled).
+    """
+    df = scores[scores["metric"] == metric]
+    if scorer is None:
+        found = sorted(df["scorer"].unique())
+        if len(found) > 1:
+            raise ValueError(f"the table mixes scorers {found} for metric {metric!r}; pass scorer=")
+        scorer = found[0] if found else "none"
+    return df[df["scorer"] == scorer], scorer
 
 
 def empty_score_table() -> pd.DataFrame:
@@ -112,7 +161,7 @@ def score_runs(
     max_side: int = 256,
     max_frames: int = 32,
 ) -> pd.DataFrame:
-    """Score videos with the builtin scorer and return the tidy table.
+    """Score videos with the stepscope-proxy scorer and return the tidy table.
 
     ``items`` yields ``(ids, frames, sample_dir)``: ``ids`` a :class:`RunId` or a mapping with
     variant, split, task, sample, seed and optionally step (default -1); ``frames`` a uint8
@@ -123,7 +172,7 @@ def score_runs(
     rows: list[dict] = []
     for ids, frames, sample_dir in items:
         scores = score_video(frames, sample_dir, max_side=max_side, max_frames=max_frames)
-        rows.extend(score_rows(ids, scores, BUILTIN))
+        rows.extend(score_rows(ids, scores, PROXY))
     return rows_to_table(rows)
 
 
@@ -133,7 +182,10 @@ def write_score_table(target: str | os.PathLike, table: pd.DataFrame) -> None:
 
 
 def read_score_table(path: str | os.PathLike) -> pd.DataFrame:
-    return _typed(pd.read_parquet(path))
+    """Read a score table; rows written under a renamed scorer (``builtin``) get its new name."""
+    table = _typed(pd.read_parquet(path))
+    table["scorer"] = table["scorer"].replace(RENAMED_SCORERS)
+    return table
 
 
 def merge_score_tables(
@@ -322,6 +374,7 @@ SSIM_SATURATION = 0.95  # SSIM at or above this counts as a perfect match (codec
 TAIL_FRACTION = 0.1  # frames with normalised time >= 1 - TAIL_FRACTION form the "last frames"
 CHANGE_THRESHOLD = 0.1  # per-pixel max-channel |final - first| above this is "changed"
 MIN_CHANGE_FRACTION = 5e-4  # below this fraction of changed pixels the task is "no change"
+MIN_VIDEO_FRAMES = 2  # fewer frames show no motion: temporal scores would be void
 FLICKER_FLOOR = 0.01  # fraction of changed pixels always allowed per step (codec/VAE flicker)
 MOTION_SLACK = 1.5  # allowed multiple of the GT's fastest motion rate
 
@@ -360,7 +413,7 @@ def _ratio_score(x: np.ndarray, ref: float, eps: float = 1e-4) -> np.ndarray:
 
 @dataclass
 class Reference:
-    """Everything the builtin scorer needs from one bench sample, at the work size."""
+    """Everything the stepscope-proxy scorer needs from one bench sample, at the work size."""
 
     sample_dir: Path
     size: tuple[int, int]  # work size (h, w), the GT size scaled to max_side
@@ -409,6 +462,11 @@ def _load_reference_cached(sample_dir: str, max_side: int, max_frames: int, stam
         mask = _dilate(changed, max(2, round(0.02 * max(size))))
     first_ref, final_ref = _ssim_ref(first), _ssim_ref(final)
     gt = _prepare_clip(sample / "ground_truth.mp4", size, max_frames)
+    if len(gt.frames) < MIN_VIDEO_FRAMES:  # no motion to compare against: every score would be void
+        raise ValueError(
+            f"{sample / 'ground_truth.mp4'}: {len(gt.frames)} frame(s); a ground truth needs at least "
+            f"{MIN_VIDEO_FRAMES}: re-download the sample"
+        )
     gt_sim = _masked_mean(ssim_maps(gt.frames, final_ref), mask)
     base_sim = float(_masked_mean(ssim_maps(first[None], final_ref), mask)[0])
     diffs = _changed_fraction(gt.frames) if len(gt.frames) > 1 else np.zeros(1)
@@ -487,8 +545,8 @@ def score_video(
         allowed = MOTION_SLACK * ref.gt_rate * np.diff(times) + FLICKER_FLOOR
         excess = np.maximum(0.0, d - allowed) / allowed
         temporal_smoothness = float(np.exp(-excess.max()))
-    else:
-        temporal_smoothness = 1.0
+    else:  # a single frame shows no process at all: it must not pass as perfectly smooth
+        temporal_smoothness = 0.0
 
     # visual quality: gradient energy and contrast close to the GT video's, finite pixels
     q = np.sqrt(_ratio_score(_grad_energy(x), ref.gt_grad) * _ratio_score(_contrast(x), ref.gt_contrast))
@@ -525,8 +583,12 @@ def score_video(
 # VBVR-EvalKit adapter
 # --------------------------------------------------------------------------------------------
 
-EVALKIT_PINS = {"numpy": "1.26.4", "opencv-python": "4.10.0.84", "Pillow": "10.4.0"}
+EVALKIT_MODULE = "vbvr_bench"  # the package of the VBVR-EvalKit repository (VBVRBench, evaluators)
 EVALKIT_REPO = "https://github.com/Video-Reason/VBVR-EvalKit"
+EVALKIT_COMMIT = "7a6d4dc5193dbdd47dbdbf2a21f040fc808a4b77"  # the commit whose vbvr_bench we follow
+# Its scores move with these versions; the whole tested environment is envs/evalkit.txt.
+EVALKIT_PINS = {"numpy": "1.26.4", "opencv-python": "4.10.0.84", "Pillow": "10.4.0"}
+ON_ERROR = ("zero", "raise", "nan")  # "zero" = EvalKit's own convention
 
 
 class EvalKitNotInstalled(ImportError):
@@ -566,25 +628,42 @@ class EvalKitBench(Protocol):
     VBVRBench: Any
 
 
-def import_evalkit(module: str = "vbvr_evalkit"):
+def import_evalkit(module: str = EVALKIT_MODULE):
     """Import the EvalKit module or raise :class:`EvalKitNotInstalled` with instructions."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as error:
         if error.name is not None and module.split(".")[0] != error.name.split(".")[0]:
             raise  # the module exists but one of its own imports is missing
-        pins = " ".join(f"{k}=={v}" for k, v in EVALKIT_PINS.items())
         raise EvalKitNotInstalled(
             f"VBVR-EvalKit module {module!r} is not importable (it is not on PyPI). Install it in "
             f"its own environment with pinned versions -- its scores depend on them:\n"
-            f"  git clone {EVALKIT_REPO} && python -m venv evalkit-env && "
-            f"evalkit-env/bin/pip install {pins} pandas pyarrow imageio imageio-ffmpeg\n"
+            f"  git clone {EVALKIT_REPO} vbvr-evalkit && git -C vbvr-evalkit checkout {EVALKIT_COMMIT}\n"
+            f"  python3.11 -m venv evalkit-env && evalkit-env/bin/pip install -r envs/evalkit.txt\n"
             f"  evalkit-env/bin/pip install --no-deps -e . (in this project)\n"
-            f"then run `evalkit-env/bin/python -m stepscope.scoring evalkit ...` with the clone on "
-            f"PYTHONPATH. The public repository's package is `vbvr_bench` (pass module='vbvr_bench'); "
-            f"any other module must expose evaluate(video_path, sample_dir) or "
-            f"evaluate_videos(videos_dir, bench_root). See docs/scoring.md."
+            f"then run `PYTHONPATH=vbvr-evalkit evalkit-env/bin/python -m stepscope.scoring evalkit ...`. "
+            f"The repository's package is {EVALKIT_MODULE!r} (the default); any other module must "
+            f"expose evaluate(video_path, sample_dir) or evaluate_videos(videos_dir, bench_root). "
+            f"See docs/scoring.md."
         ) from error
+
+
+def evaluator_registry(kit: Any) -> Mapping[str, Any] | None:
+    """The module's task -> evaluator map (``TASK_EVALUATOR_MAP`` on the module or on its
+    ``evaluators`` submodule, as in vbvr_bench), or None when it has none.
+
+    vbvr_bench's ``VBVRBench.evaluate`` crashes (TypeError) on a task folder missing from this
+    map; its ``run_evaluation.py`` skips such folders with a warning. The adapter does the latter.
+    """
+    registry = getattr(kit, "TASK_EVALUATOR_MAP", None)
+    if registry is None and hasattr(kit, "__path__"):  # a package: look in <module>.evaluators
+        name = f"{kit.__name__}.evaluators"
+        try:
+            registry = getattr(importlib.import_module(name), "TASK_EVALUATOR_MAP", None)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+    return registry
 
 
 def check_evalkit_versions() -> dict[str, str | None]:
@@ -675,19 +754,19 @@ def score_with_evalkit(
     bench_root: str | os.PathLike,
     out_table: str | os.PathLike | None = None,
     *,
-    module: str = "vbvr_evalkit",
+    module: str = EVALKIT_MODULE,
     models: Sequence[str] | None = None,
     step: int = FINAL_STEP,
     metric: str = "task_specific",
     full_score: bool = False,
     mode: str = "auto",
     device: str = "cpu",
-    on_error: str = "raise",
+    on_error: str = "zero",
     check_versions: bool = True,
     first_seed: str = "1",
     model_map: Mapping[str, tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """Score generated videos with a user-installed VBVR-EvalKit; return (and write) the tidy table.
+    """Score generated videos with VBVR-EvalKit; return (and write) the tidy table.
 
     Layout: ``<videos_root>/<model>/<split>/<task>/<index>.mp4`` with ``index`` the bench
     sample folder name (``00000``); ``<bench_root>/<split>/<task>/<index>/`` holds the sample.
@@ -696,13 +775,20 @@ def score_with_evalkit(
     ``<variant>_<ensemble>``, or a bare ``<variant>`` = ``first_seed``); ``models``
     restricts which model folders are scored.
 
-    Entry points, tried in this order when ``mode="auto"``: ``VBVRBench`` (the public
+    Entry points, tried in this order when ``mode="auto"``: ``VBVRBench`` (the repository's
     package ``vbvr_bench``), ``evaluate_videos`` (batch), ``evaluate`` (per video); see the
     Protocols above. The task-specific score is stored as metric ``metric``; further
     dimensions returned by the module are stored under their own names. ``full_score`` asks
-    ``VBVRBench`` for its weighted 5-dimension mode (stored as metric ``weighted``).
-    ``on_error="nan"`` records NaN for a video whose evaluation raises.
+    ``VBVRBench`` for its composite 5-dimension mode (stored as metric ``weighted``).
+
+    EvalKit's conventions are kept: a video it cannot evaluate (unreadable, evaluator error)
+    scores 0.0 and counts in every mean; the adapter adds a row ``evalkit_failed`` = 1 for it
+    and warns with the errors (``on_error="raise"`` raises instead, ``"nan"`` stores NaN,
+    which drops it from means). A task folder without an evaluator is skipped with a warning,
+    and its videos get a row ``evalkit_skipped`` = 1 instead of scores.
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, not {on_error!r}")
     kit = import_evalkit(module)
     if check_versions:
         check_evalkit_versions()
@@ -710,21 +796,57 @@ def score_with_evalkit(
     if not videos_root.is_dir():
         raise FileNotFoundError(f"videos_root {videos_root} is not a folder")
     entry = _pick_entry(kit, mode)
+    registry = evaluator_registry(kit)
     model_dirs = sorted(p for p in videos_root.iterdir() if p.is_dir())
     if models is not None:
         wanted = set(models)
         model_dirs = [p for p in model_dirs if p.name in wanted]
     rows: list[dict] = []
+    failed: list[str] = []
+    skipped: dict[tuple[str, str], str] = {}
     for model_dir in model_dirs:
         if model_map is not None and model_dir.name in model_map:
             variant, seed = model_map[model_dir.name]
         else:
             variant, seed = parse_model_dir(model_dir.name, first_seed)
-        for split, task, sample, values in _run_entry(
-            entry, kit, model_dir, bench_root, metric, full_score, device, on_error
-        ):
+        videos = list(_iter_layout(model_dir))
+        tasks = {task for _, task, _, _ in videos}
+        no_evaluator = {task for task in tasks if registry is not None and task not in registry}
+        results = {
+            (split, task, sample): outcome
+            for split, task, sample, outcome in _run_entry(
+                entry, kit, model_dir, bench_root, sorted(tasks - no_evaluator), metric, full_score, device
+            )
+            if task not in no_evaluator
+        }
+        for split, task, sample, video in videos:
             ids = RunId(variant, split, task, sample, seed, step)
+            outcome = results.get((split, task, sample))
+            if outcome is None:
+                reason = "no EvalKit evaluator" if task in no_evaluator else "EvalKit gave no result"
+                skipped.setdefault((split, task), reason)
+                rows.extend(score_rows(ids, {SKIPPED: 1.0}, EVALKIT))
+                continue
+            values, error = outcome
+            if error is not None:
+                if on_error == "raise":
+                    raise RuntimeError(f"VBVR-EvalKit failed on {video}: {error}")
+                values = {k: math.nan for k in values} if on_error == "nan" else values
+                values = {**values, FAILED: 1.0}
+                failed.append(f"{video}: {error}")
             rows.extend(score_rows(ids, values, EVALKIT))
+    if skipped:
+        warnings.warn(
+            "VBVR-EvalKit skipped task folders (their videos have no score, the tables say so): "
+            + "; ".join(f"{split}/{task} ({reason})" for (split, task), reason in sorted(skipped.items())),
+            stacklevel=2,
+        )
+    if failed:
+        scored = "NaN" if on_error == "nan" else "0.0, counted in the means as EvalKit does"
+        warnings.warn(
+            f"VBVR-EvalKit could not evaluate {len(failed)} video(s), scored {scored}: " + "; ".join(failed),
+            stacklevel=2,
+        )
     table = rows_to_table(rows)
     if out_table is not None:
         write_score_table(out_table, table)
@@ -751,29 +873,32 @@ def _pick_entry(kit: Any, mode: str) -> str:
     return available[0]
 
 
+Outcome = tuple[dict[str, float], str | None]  # (metric -> value, EvalKit's error or None)
+
+
 def _run_entry(
     entry: str,
     kit: Any,
     model_dir: Path,
     bench_root: Path,
+    tasks: list[str],
     metric: str,
     full_score: bool,
     device: str,
-    on_error: str,
-) -> Iterator[tuple[str, str, str, dict[str, float]]]:
+) -> Iterator[tuple[str, str, str, Outcome]]:
+    """Run one entry point on one model folder, only on ``tasks`` (those with an evaluator)."""
+    if not tasks:
+        return
     if entry == "video":
         for split, task, sample, video in _iter_layout(model_dir):
             sample_dir = bench_root / split / task / sample
-            if not sample_dir.is_dir():
-                warnings.warn(f"no bench sample {sample_dir} for {video}; skipped", stacklevel=3)
-                continue
+            if task not in tasks or not sample_dir.is_dir():
+                continue  # reported as skipped
             try:
-                result = kit.evaluate(str(video), str(sample_dir))
-            except Exception:
-                if on_error != "nan":
-                    raise
-                result = math.nan
-            yield split, task, sample, _result_metrics(result, metric)
+                outcome = _result_metrics(kit.evaluate(str(video), str(sample_dir)), metric), None
+            except Exception as error:  # EvalKit's convention: the video scores 0.0
+                outcome = {metric: 0.0}, f"{type(error).__name__}: {error}"
+            yield split, task, sample, outcome
         return
     if entry == "batch":
         results = kit.evaluate_videos(str(model_dir), str(bench_root))
@@ -781,18 +906,15 @@ def _run_entry(
         with tempfile.TemporaryDirectory(prefix="vbvr-evalkit-") as tmp:
             bench = kit.VBVRBench(gt_base_path=str(bench_root), output_path=tmp, device=device)
             kwargs = {} if full_score else {"task_specific_only": True}
-            out = bench.evaluate(videos_path=str(model_dir), name="stepscope", **kwargs)
+            out = bench.evaluate(videos_path=str(model_dir), name="stepscope", task_list=tasks, **kwargs)
         results = out.get("detailed", [])
+    score_name = "weighted" if entry == "bench" and full_score else metric
     for result in results:
         result = dict(result)
-        if "error" in result and on_error != "nan":
-            raise RuntimeError(f"VBVR-EvalKit failed on {result.get('video_path')}: {result['error']}")
         split, task, sample = _result_ids(result, model_dir)
-        score_name = "weighted" if entry == "bench" and full_score else metric
         values = _result_metrics({k: v for k, v in result.items() if k not in _ID_KEYS}, score_name)
-        if "error" in result:
-            values = {k: math.nan for k in values} or {metric: math.nan}
-        yield split, task, sample, values
+        error = result.get("error")
+        yield split, task, sample, (values, None if error is None else str(error))
 
 
 def _result_ids(result: Mapping[str, Any], model_dir: Path) -> tuple[str, str, str]:
@@ -819,7 +941,7 @@ def _result_ids(result: Mapping[str, Any], model_dir: Path) -> tuple[str, str, s
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stepscope.scoring", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("builtin", help="score one video with the builtin scorer, print JSON")
+    b = sub.add_parser("proxy", help="score one video with the stepscope-proxy scorer, print JSON")
     b.add_argument("video")
     b.add_argument("sample_dir")
     b.add_argument("--max-side", type=int, default=256)
@@ -828,16 +950,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     e.add_argument("--videos-root", required=True)
     e.add_argument("--bench-root", required=True)
     e.add_argument("--out", required=True)
-    e.add_argument("--module", default="vbvr_evalkit")
+    e.add_argument("--module", default=EVALKIT_MODULE, help=f"EvalKit's package (default {EVALKIT_MODULE})")
     e.add_argument("--models", nargs="*")
     e.add_argument("--step", type=int, default=FINAL_STEP)
-    e.add_argument("--full-score", action="store_true")
+    e.add_argument("--full-score", action="store_true", help="composite mode (metric `weighted`)")
     e.add_argument("--mode", default="auto", choices=["auto", "bench", "batch", "video"])
     e.add_argument("--device", default="cpu")
-    e.add_argument("--on-error", default="raise", choices=["raise", "nan"])
+    e.add_argument("--on-error", default="zero", choices=ON_ERROR,
+                   help="a video EvalKit cannot evaluate: 0.0 as EvalKit does (default), raise, or NaN")  # fmt: skip
     e.add_argument("--first-seed", default="1", help="seed of a bare <variant> model folder")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] and argv[0] in RENAMED_SCORERS:
+        parser.error(f"{argv[0]!r} was renamed 'proxy' (the stepscope-proxy scorer, not VBVR's score)")
     args = parser.parse_args(argv)
-    if args.command == "builtin":
+    if args.command == "proxy":
         scores = score_video(args.video, args.sample_dir, max_side=args.max_side, max_frames=args.max_frames)
         print(json.dumps(scores, indent=2))
         return 0

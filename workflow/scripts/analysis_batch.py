@@ -1,4 +1,4 @@
-"""Snakemake entry point: figures, builtin scores and cross-seed divergence of one batch's runs."""
+"""Snakemake entry point: figures, stepscope-proxy scores and cross-seed divergence of one batch's runs."""
 
 from stepscope.batch_jobs import run_analysis_batch
 from stepscope.logs import redirect_to_log

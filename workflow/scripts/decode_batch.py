@@ -16,6 +16,7 @@ with redirect_to_log(snakemake.log[0]):
         device=dict(snakemake.params.device),
         steps=snakemake.params.steps,
         sheet_frames=snakemake.params.sheet_frames,
+        tiled=snakemake.params.tiled,
         members=list(snakemake.params.members),
         receipt=snakemake.output[0],
         variant=snakemake.wildcards.variant,

@@ -16,6 +16,7 @@ with redirect_to_log(snakemake.log[0]):
         kind=wc.probe,
         family=snakemake.params.family,
         weights_dir=snakemake.params.weights,
+        sources=dict(snakemake.params.sources),
         loras=list(snakemake.params.loras),
         source=dict(snakemake.params.source),
         settings=dict(snakemake.params.settings),

@@ -13,9 +13,11 @@ with redirect_to_log(snakemake.log[0]):
     run_sample_batch(
         family=snakemake.params.family,
         weights_dir=snakemake.params.weights,
+        sources=dict(snakemake.params.sources),
         loras=list(snakemake.params.loras),
         device=dict(snakemake.params.device),
         members=list(snakemake.params.members),
         receipt=snakemake.output[0],
         variant=snakemake.wildcards.variant,
+        bench_plan=dict(snakemake.params.bench_plan),
     )

@@ -6,6 +6,13 @@ from stepscope.models import load_pipeline, make_tiny_lora
 with redirect_to_log(snakemake.log[0]):
     from stepscope.families import get_family
 
+    family = get_family(snakemake.params.family)
     pipe = load_pipeline(snakemake.params.family, snakemake.params.weights, device="cpu")
-    target = get_family(snakemake.params.family).lora_targets(pipe)[snakemake.params.target]
-    make_tiny_lora(target, snakemake.output[0], seed=int(snakemake.params.seed), scale=0.3)
+    target = family.lora_targets(pipe)[snakemake.params.target]
+    make_tiny_lora(
+        target,
+        snakemake.output[0],
+        seed=int(snakemake.params.seed),
+        scale=0.3,
+        match=family.tiny_lora_match,
+    )

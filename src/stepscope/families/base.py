@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
-from ..layouts import WeightLayout
+from ..layouts import MAIN, WeightLayout, family_sources
 
 
 @dataclass
@@ -39,12 +39,30 @@ class FamilyAdapter(Protocol):
     spatial_multiple: int
     default_fps: int
     layout: tuple[WeightLayout, ...]
+    # The seed's sampler settings for keys a request leaves out (cfg_scale, steps, ...).
+    defaults: dict[str, Any]
+    # Substring of the linear layers a tiny stand-in LoRA adapts (tests and the demo).
+    tiny_lora_match: str
 
     def make_tiny_weights(self, out_dir: Path) -> Path: ...
 
     def load_pipeline(
-        self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None
+        self,
+        weights_dir: Path,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        vram: dict | None,
+        sources: dict[str, str | Path] | None = None,
     ) -> Any: ...
+
+    def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype) -> Any:
+        """A pipeline holding only what `decode_latent` needs (the video VAE decoder)."""
+        ...
+
+    def decode_latent(self, pipe: Any, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
+        """Frames of one stored video latent (x0_hat), decoded with the run's recorded settings."""
+        ...
 
     def lora_targets(self, pipe: Any) -> dict[str, torch.nn.Module]: ...
 
@@ -99,8 +117,23 @@ def find_component(weights_dir: Path, spec: WeightLayout) -> list[Path]:
     return []
 
 
-def resolve_layout(family: str, weights_dir: Path, layout: tuple[WeightLayout, ...]) -> dict[str, list[Path]]:
-    """Map components to files; fail naming every missing file and how to get it."""
+def source_folders(family: str, weights_dir: Path, sources: dict[str, str | Path] | None = None) -> dict[str, Path]:
+    """The folder of each repo of a family: the main weights folder, and for every other source the
+    folder given for it or, by default, `<weights_dir>/<repo id>` (the seed's ./models layout)."""
+    folders = {MAIN: Path(weights_dir)}
+    for source, repo_id in family_sources(family).items():
+        given = (sources or {}).get(source)
+        folders[source] = Path(given) if given else Path(weights_dir) / repo_id
+    return folders
+
+
+def resolve_layout(
+    family: str,
+    weights_dir: Path,
+    layout: tuple[WeightLayout, ...],
+    sources: dict[str, str | Path] | None = None,
+) -> dict[str, list[Path]]:
+    """Map components to files; fail naming every missing file, its folder and the repo to download."""
     weights_dir = Path(weights_dir)
     if not weights_dir.is_dir():
         raise StepScopeError(
@@ -108,17 +141,23 @@ def resolve_layout(family: str, weights_dir: Path, layout: tuple[WeightLayout, .
             f"(the workflow's download rules do it) or make a tiny twin with "
             f"`stepscope tiny-weights --family {family} --out {weights_dir}`"
         )
-    found, missing = {}, []
+    folders = source_folders(family, weights_dir, sources)
+    repos = family_sources(family)
+    found, missing = {}, {}
     for spec in layout:
-        files = find_component(weights_dir, spec)
+        files = find_component(folders[spec.source], spec)
         if files:
             found[spec.component] = files
         elif spec.required:
-            missing.append(f"{spec.component} ({' or '.join(spec.patterns)})")
+            missing.setdefault(spec.source, []).append(f"{spec.component} ({' or '.join(spec.patterns)})")
     if missing:
+        problems = []
+        for source, items in missing.items():
+            repo = f" (download {repos[source]} there, or give its folder)" if source in repos else ""
+            problems.append(f"{folders[source]} lacks: {'; '.join(items)}{repo}")
         raise StepScopeError(
-            f"{family} weights folder {weights_dir} lacks: {'; '.join(missing)}. "
-            "Re-run the download rule for this family, or point the config at a complete folder."
+            f"{family} weights are incomplete: {' | '.join(problems)}. "
+            "Re-run the download rules for this model, or point the config at complete folders."
         )
     return found
 
@@ -129,18 +168,19 @@ def local_model_configs(
     layout: tuple[WeightLayout, ...],
     order: list[str],
     vram: dict | None = None,
+    sources: dict[str, str | Path] | None = None,
 ) -> tuple[dict[str, list[Path]], list[Any]]:
-    """Resolve a weights folder and make diffsynth ModelConfigs with local paths (never downloads).
-
-    A tiny twin's registry entries are added first, so real and tiny weights load the same way.
+    """Resolve a family's weights folders and make diffsynth ModelConfigs with local paths (never
+    downloads). A tiny twin's registry entries are added first, so real and tiny weights load the
+    same way.
     """
     from diffsynth.core import ModelConfig
 
     from .tiny import register_tiny_configs
 
-    weights_dir = Path(weights_dir)
-    files = resolve_layout(family, weights_dir, layout)
-    register_tiny_configs(weights_dir)
+    files = resolve_layout(family, weights_dir, layout, sources)
+    for folder in set(source_folders(family, weights_dir, sources).values()):
+        register_tiny_configs(folder)
     configs = [
         ModelConfig(
             path=[str(p) for p in files[c]] if len(files[c]) > 1 else str(files[c][0]), **(vram or {})

@@ -13,8 +13,10 @@ Differences from Wan that the rest of stepscope sees:
 * The conditioning image is not written into the latent: the pipeline keeps a denoise mask
   (0 at the first latent frame when the strength is 1.0) that replaces the frame inside the
   model call and, at each scheduler step, swaps the predicted velocity of that frame for the
-  one that leads back to the image latent. `scheduler_step` applies the same mask, so the
-  first frame of x0_hat is the image latent too.
+  one that leads back to the image latent. `scheduler_step` applies the same mask to the
+  state. x0_hat follows the seed's modified pipeline instead: the raw CFG velocity, no mask,
+  so latent frame 0 of x0_hat is the model's own estimate (not the image latent), and at the
+  last step x0_hat equals the final latent everywhere but frame 0.
 * The DiT's patch embedding (`patchify_proj`) is a Linear on already patchified tokens (patch
   size 1), so the token grid is the latent grid: `token_grid` returns it.
 * The pipeline runs at ``frame_rate=24`` (``default_fps``): it sets the RoPE time positions and
@@ -79,19 +81,14 @@ LOAD_ORDER = (
     "audio_vae_encoder",
 )
 
-# LTX-2.3's default negative prompt as shipped with diffsynth (LTX2AudioVideoPipeline.default_negative_prompt).
+# The negative prompt of the seed's step tool (tools/step_visualization.py, run_ltx), the one the
+# paper's step videos were made with. (diffsynth's own default is a longer list; the seed's token
+# tool passes none, i.e. diffsynth's ""-default of `__call__`.)
 LTX_NEGATIVE_PROMPT = (
-    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
-    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
-    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
-    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
-    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
-    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
-    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
-    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
-    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
-    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
-    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+    "blurry, out of focus, overexposed, underexposed, low contrast, "
+    "washed out colors, excessive noise, grainy texture, poor lighting, "
+    "flickering, motion blur, distorted proportions, artifacts, "
+    "cartoonish rendering, 3D CGI look, unrealistic materials"
 )
 
 # Sampling defaults of the VBVR authors for LTX-2.3 (one-stage, first frame at strength 1.0).
@@ -100,6 +97,7 @@ DEFAULT_CFG = 3.0
 DEFAULT_FRAME_RATE = 24
 
 CONVERTERS = "diffsynth.utils.state_dict_converters"
+TILE_KEYS = ("tile_size_in_pixels", "tile_overlap_in_pixels", "tile_size_in_frames", "tile_overlap_in_frames")
 
 
 class AVLatents(NamedTuple):
@@ -401,8 +399,10 @@ class LTXFamily:
     frame_multiple = 8
     spatial_multiple = 32
     default_fps = DEFAULT_FRAME_RATE  # the pipeline's frame_rate; videos are written at 16 fps by the caller
+    # The seed's settings: diffsynth's LTX-2 cfg 3.0, 40 steps as the seed's README runs LTX-2.3.
     defaults = {"num_inference_steps": DEFAULT_STEPS, "cfg_scale": DEFAULT_CFG}
     experts = ("dit",)
+    tiny_lora_match = "attn1.to_q"  # the layers a tiny stand-in LoRA adapts (video self-attention queries)
 
     def __init__(self, name: str = "ltx2.3"):
         self.name = name
@@ -536,12 +536,23 @@ class LTXFamily:
         write_json(out_dir / TINY_MANIFEST, {"family": self.name, "components": manifest})
         return out_dir
 
-    def load_pipeline(self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None = None):
-        """Load through diffsynth's own `from_pretrained` with local paths (never downloads)."""
+    def load_pipeline(
+        self,
+        weights_dir: Path,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        vram: dict | None = None,
+        sources: dict[str, str | Path] | None = None,
+    ):
+        """Load through diffsynth's own `from_pretrained` with local paths (never downloads).
+
+        `sources["text_encoder"]` is the Gemma-3 folder; by default `<weights_dir>/<its repo id>`.
+        """
         from diffsynth.core import ModelConfig
         from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
 
-        files, configs = local_model_configs(self.name, weights_dir, self.layout, LOAD_ORDER, vram)
+        files, configs = local_model_configs(self.name, weights_dir, self.layout, LOAD_ORDER, vram, sources)
         pipe = LTX2AudioVideoPipeline.from_pretrained(
             torch_dtype=dtype,
             device=device,
@@ -566,6 +577,21 @@ class LTXFamily:
         if missing:
             raise StepScopeError(
                 f"{weights_dir}: diffsynth did not recognise the files for {', '.join(missing)}"
+            )
+        return pipe
+
+    def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype):
+        """A pipeline holding only the video VAE decoder: step decoding needs nothing else (the
+        22B DiT and the 12B Gemma would take minutes and most of the GPU)."""
+        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
+
+        decoder = tuple(spec for spec in self.layout if spec.component == "video_vae_decoder")
+        _, configs = local_model_configs(self.name, weights_dir, decoder, ["video_vae_decoder"])
+        pipe = LTX2AudioVideoPipeline(device=device, torch_dtype=dtype)
+        pipe.video_vae_decoder = pipe.download_and_load_models(configs).fetch_model("ltx2_video_vae_decoder")
+        if pipe.video_vae_decoder is None:
+            raise StepScopeError(
+                f"{weights_dir}: diffsynth did not recognise video_vae_decoder.safetensors as an LTX-2 video decoder"
             )
         return pipe
 
@@ -596,12 +622,7 @@ class LTXFamily:
             "tiled": bool(request.get("tiled", True)),
             "use_two_stage_pipeline": False,
         }
-        for key in (
-            "tile_size_in_pixels",
-            "tile_overlap_in_pixels",
-            "tile_size_in_frames",
-            "tile_overlap_in_frames",
-        ):
+        for key in TILE_KEYS:
             if request.get(key) is not None:
                 kwargs[key] = int(request[key])
         return kwargs
@@ -709,12 +730,20 @@ class LTXFamily:
     def scheduler_step(
         self, pipe, prepared: Prepared, velocity: AVLatents, step: int, latents: AVLatents, to_final: bool
     ) -> AVLatents:
-        """`BasePipeline.step` for both modalities, with `to_final` passed on to the scheduler.
+        """`BasePipeline.step` for both modalities; with `to_final`, x0_hat as the seed computes it.
 
-        Where a denoise mask exists (the conditioning frame, retakes) the velocity there is
-        replaced by the one that leads back to the conditioning latent, exactly as the
-        pipeline does, so x0_hat (to_final) carries the conditioning frame as well.
+        The state step (to_final False) replaces the velocity under a denoise mask (the
+        conditioning frame, retakes) by the one that leads back to the conditioning latent,
+        exactly as the pipeline does. x0_hat (to_final True) is `scheduler.step(v, t, x,
+        to_final=True)` with the raw CFG velocity, as the seed's pipeline records it, so its
+        conditioning frame is the model's own estimate.
         """
+        if to_final:
+            timestep = pipe.scheduler.timesteps[step]
+            return AVLatents(
+                pipe.scheduler.step(velocity.video, timestep, latents.video, to_final=True),
+                pipe.scheduler.step(velocity.audio, timestep, latents.audio, to_final=True),
+            )
         shared = prepared.shared
         video = _masked_step(
             pipe,
@@ -723,7 +752,6 @@ class LTXFamily:
             velocity.video,
             shared.get("denoise_mask_video"),
             shared.get("input_latents_video"),
-            to_final,
         )
         audio = _masked_step(
             pipe,
@@ -732,7 +760,6 @@ class LTXFamily:
             velocity.audio,
             shared.get("denoise_mask_audio"),
             shared.get("input_latents_audio"),
-            to_final,
         )
         return AVLatents(video, audio)
 
@@ -761,6 +788,21 @@ class LTXFamily:
         frames = uint8_frames(pipe.vae_output_to_video(video))
         pipe.load_models_to_device([])
         return frames
+
+    def decode_latent(self, pipe, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
+        """Frames of one recorded video latent (an x0_hat), decoded as the run's final video was."""
+        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
+
+        args = signature_defaults(LTX2AudioVideoPipeline.__call__)
+        args.update(
+            tiled=bool(settings.get("tiled", True)),
+            seed=settings.get("seed"),
+            rand_device=settings.get("rand_device", "cpu"),
+        )
+        for key in TILE_KEYS:
+            if settings.get(key) is not None:
+                args[key] = int(settings[key])
+        return self.decode(pipe, Prepared({}, {}, {}, call_kwargs=args), AVLatents(latent, None))
 
     @torch.no_grad()
     def decode_audio(self, pipe, prepared: Prepared, latents: AVLatents) -> tuple[torch.Tensor, int]:
@@ -793,13 +835,13 @@ class LTXFamily:
             )
 
 
-def _masked_step(pipe, latents, step: int, noise_pred, inpaint_mask, input_latents, to_final: bool):
-    """diffsynth's BasePipeline.step, plus `to_final` (x0_hat = latents - sigma * velocity)."""
+def _masked_step(pipe, latents, step: int, noise_pred, inpaint_mask, input_latents):
+    """diffsynth's BasePipeline.step (the velocity under the mask leads back to the input latent)."""
     timestep = pipe.scheduler.timesteps[step]
     if inpaint_mask is not None:
         noise_pred_expected = pipe.scheduler.return_to_timestep(timestep, latents, input_latents)
         noise_pred = pipe.blend_with_mask(noise_pred_expected, noise_pred, inpaint_mask)
-    return pipe.scheduler.step(noise_pred, timestep, latents, to_final=to_final)
+    return pipe.scheduler.step(noise_pred, timestep, latents)
 
 
 LTX23 = LTXFamily("ltx2.3")

@@ -81,9 +81,12 @@ def register_tiny_configs(weights_dir: Path) -> list[dict[str, Any]]:
     added = []
     for entry in entries:
         config = {key: value for key, value in entry.items() if key != "file"}
+        # Files of one architecture (Wan2.2's two experts) share an entry: register it once, or
+        # diffsynth loads each such file once per entry and the experts' order gets mixed up.
         if (config["model_hash"], config["model_name"]) not in known:
             MODEL_CONFIGS.append(config)
             added.append(config)
+            known.add((config["model_hash"], config["model_name"]))
     return added
 
 

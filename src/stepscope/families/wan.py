@@ -7,6 +7,7 @@ exactness tests fail if they drift apart.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,9 @@ class WanFamily:
     frame_multiple = 4
     spatial_multiple = 16
     default_fps = 16
+    # The seed's settings (diffsynth's WanVideoPipeline defaults, as the VBVR authors ran them).
+    tiny_lora_match = "self_attn.q"  # the layers a tiny stand-in LoRA adapts (query projections)
+    defaults = {"num_inference_steps": 50, "cfg_scale": 5.0, "sigma_shift": 5.0, "switch_boundary": 0.875}
 
     def __init__(self, name: str, two_experts: bool):
         self.name = name
@@ -181,8 +185,17 @@ class WanFamily:
         write_json(out_dir / TINY_MANIFEST, {"family": self.name, "components": manifest})
         return out_dir
 
-    def load_pipeline(self, weights_dir: Path, *, device: str, dtype: torch.dtype, vram: dict | None = None):
-        """Load through diffsynth's own `from_pretrained` with local paths (never downloads)."""
+    def load_pipeline(
+        self,
+        weights_dir: Path,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        vram: dict | None = None,
+        sources: dict[str, str | Path] | None = None,
+    ):
+        """Load through diffsynth's own `from_pretrained` with local paths (never downloads).
+        The Wan repos hold every file, so `sources` is unused."""
         from diffsynth.core import ModelConfig
         from diffsynth.pipelines.wan_video import WanVideoPipeline
 
@@ -214,6 +227,20 @@ class WanFamily:
             redirect_common_files=False,
         )
 
+    def untiled_decode_gib(self, latent_shape) -> float:
+        """GPU memory an untiled Wan VAE decode needs: 4.4 GiB measured for an 81-frame 480x832
+        latent (16, 21, 60, 104) on an H200, scaled by the latent's size."""
+        return 4.4 * math.prod(latent_shape[-3:]) / (21 * 60 * 104)
+
+    def decode_latent(self, pipe, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
+        """Frames of one recorded video latent (an x0_hat), decoded as the run's final video was."""
+        call_kwargs = {
+            "tiled": bool(settings.get("tiled", True)),
+            "tile_size": tuple(settings.get("tile_size", (30, 52))),
+            "tile_stride": tuple(settings.get("tile_stride", (15, 26))),
+        }
+        return self.decode(pipe, Prepared({}, {}, {}, call_kwargs=call_kwargs), latent)
+
     def lora_targets(self, pipe) -> dict[str, torch.nn.Module]:
         targets = {"high_noise": pipe.dit, "low_noise": pipe.dit2} if self.two_experts else {"dit": pipe.dit}
         return targets
@@ -230,15 +257,15 @@ class WanFamily:
             "height": int(request["height"]),
             "width": int(request["width"]),
             "num_frames": int(request["num_frames"]),
-            "cfg_scale": float(request["cfg_scale"]),
-            "num_inference_steps": int(request["num_inference_steps"]),
-            "sigma_shift": float(request.get("sigma_shift", 5.0)),
+            "cfg_scale": float(request.get("cfg_scale", self.defaults["cfg_scale"])),
+            "num_inference_steps": int(request.get("num_inference_steps", self.defaults["num_inference_steps"])),
+            "sigma_shift": float(request.get("sigma_shift", self.defaults["sigma_shift"])),
             "tiled": bool(request.get("tiled", True)),
             "tile_size": tuple(request.get("tile_size", (30, 52))),
             "tile_stride": tuple(request.get("tile_stride", (15, 26))),
         }
         if self.two_experts:
-            kwargs["switch_DiT_boundary"] = float(request.get("switch_boundary", 0.875))
+            kwargs["switch_DiT_boundary"] = float(request.get("switch_boundary", self.defaults["switch_boundary"]))
         if request.get("tea_cache_l1_thresh") is not None:
             kwargs["tea_cache_l1_thresh"] = request["tea_cache_l1_thresh"]
         return kwargs
