@@ -235,8 +235,8 @@ def slug(repo_id):
 
 def model_dir(name):
     model = config["models"][name]
-    if model.get("local_path"):
-        return model["local_path"]
+    if model.get("local_path"):  # e.g. the repository's trained twin
+        return str(workflow_path(model["local_path"]))
     if model.get("tiny"):
         return f"{RESOURCES}/tiny/{name}"
     return f"{RESOURCES}/hub/models/{slug(model['repo_id'])}/{model.get('revision', 'main')}"

@@ -10,12 +10,11 @@ from __future__ import annotations
 import io
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
@@ -188,6 +187,33 @@ def _drop_to_floor(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, R
     return f"The {name} block falls straight down and lands on the floor.", _painter(size, bg, draw)
 
 
+def _move_to_either_target(rng: np.random.Generator, size: int, bg: RGB) -> tuple[str, Render]:
+    """Two valid answers: the square may go to either of two targets; the sample's GT picks one."""
+    name, colour = _pick_colour(rng)
+    side = 0.16 * size
+    x0, y0 = rng.uniform(0.05, 0.25) * size, rng.uniform(0.35, 0.5) * size
+    targets = either_targets(rng, size)
+    x1, y1 = targets[int(rng.integers(2))]
+    line = max(1, size // 32)
+
+    def draw(d: ImageDraw.ImageDraw, t: float) -> None:
+        for tx, ty in targets:
+            d.rectangle([tx, ty, tx + side, ty + side], outline=_GREEN, width=line)
+        x, y = _lerp(x0, x1, t), _lerp(y0, y1, t)
+        d.rectangle([x, y, x + side, y + side], fill=colour)
+
+    return f"Move the {name} square onto either green target outline.", _painter(size, bg, draw)
+
+
+def either_targets(rng: np.random.Generator, size: int) -> list[tuple[float, float]]:
+    """Top-left corners of the two targets of the two-answer task (one high, one low, on the right)."""
+    x = rng.uniform(0.6, 0.79) * size
+    return [(x, rng.uniform(0.05, 0.2) * size), (x, rng.uniform(0.62, 0.79) * size)]
+
+
+EITHER_TASK = "D-7_move_to_either_target_data-generator"
+EITHER_SIDE = 0.16  # target side as a fraction of the frame (for measuring candidate mass)
+
 # Ordered: split i of a demo bench gets the next `tasks_per_split` tasks, so splits never share a task.
 DEMO_TASKS: dict[str, Callable[[np.random.Generator, int, RGB], tuple[str, Render]]] = {
     "D-1_move_to_target_data-generator": _move_to_target,
@@ -196,12 +222,28 @@ DEMO_TASKS: dict[str, Callable[[np.random.Generator, int, RGB], tuple[str, Rende
     "D-4_bar_to_mark_data-generator": _bar_to_mark,
     "D-5_shrink_to_match_data-generator": _shrink_to_match,
     "D-6_drop_to_floor_data-generator": _drop_to_floor,
+    EITHER_TASK: _move_to_either_target,
 }
 
 
 def _save_png(target: Path, frame: np.ndarray) -> None:
     with atomic_path(target) as tmp:
         Image.fromarray(frame).save(tmp, format="PNG")
+
+
+def render_demo_clip(
+    task: str, rng: np.random.Generator, size: int, num_frames: int
+) -> tuple[str, np.ndarray]:
+    """(prompt, uint8 (T, size, size, 3) frames) of one demo-task clip drawn from `rng`.
+
+    The frames ease from the first frame (t=0) to the solved final frame (t=1) with a smoothstep,
+    so objects start and stop gently. Shared by the bench and the trained twin's training data.
+    """
+    background = tuple(int(v) for v in rng.integers(225, 256, size=3))
+    prompt, render = DEMO_TASKS[task](rng, size, background)
+    times = np.linspace(0.0, 1.0, num_frames)
+    eased = times * times * (3 - 2 * times)
+    return prompt, np.stack([render(float(t)) for t in eased])
 
 
 def generate_demo_bench(
@@ -213,15 +255,20 @@ def generate_demo_bench(
     size: int = 64,
     num_frames: int = 13,
     seed: int = 0,
+    tasks: Sequence[str] | None = None,
 ) -> Path:
     """Write a small bench in the exact VBVR layout, so the pipeline and its tests run without real data.
 
     Each sample draws from its own random stream, derived from (seed, task, sample), so reruns give
     byte-identical PNGs and prompts. The ground-truth video eases from the first frame (t=0) to the
-    solved final frame (t=1) at 16 fps.
+    solved final frame (t=1) at 16 fps. `tasks` (default: the next `tasks_per_split` demo tasks per
+    split) gives every split the same named tasks, for held-out validation benches.
     """
     splits = [splits] if isinstance(splits, str) else list(splits)
-    if len(splits) * tasks_per_split > len(DEMO_TASKS):
+    unknown = sorted(set(tasks or ()) - set(DEMO_TASKS))
+    if unknown:
+        raise ValueError(f"unknown demo task(s) {unknown}; known: {list(DEMO_TASKS)}")
+    if tasks is None and len(splits) * tasks_per_split > len(DEMO_TASKS):
         raise ValueError(
             f"{len(splits)} splits x {tasks_per_split} tasks need more than the {len(DEMO_TASKS)} demo tasks"
         )
@@ -231,16 +278,12 @@ def generate_demo_bench(
         raise ValueError(f"num_frames={num_frames}: a ground-truth video needs at least 2 frames")
     root = Path(root)
     names = list(DEMO_TASKS)
-    times = np.linspace(0.0, 1.0, num_frames)
-    eased = times * times * (3 - 2 * times)  # smoothstep: objects start and stop gently
     for split_index, split in enumerate(splits):
-        for task_index in range(split_index * tasks_per_split, (split_index + 1) * tasks_per_split):
-            task = names[task_index]
+        split_tasks = tasks or names[split_index * tasks_per_split : (split_index + 1) * tasks_per_split]
+        for task in split_tasks:
             for sample in range(samples_per_task):
-                rng = np.random.default_rng([seed, task_index, sample])
-                background = tuple(int(v) for v in rng.integers(225, 256, size=3))
-                prompt, render = DEMO_TASKS[task](rng, size, background)
-                frames = np.stack([render(float(t)) for t in eased])
+                rng = np.random.default_rng([seed, names.index(task), sample])
+                prompt, frames = render_demo_clip(task, rng, size, num_frames)
                 out = sample_dir(root, split, task, sample)
                 _save_png(out / FIRST_FRAME, frames[0])
                 _save_png(out / FINAL_FRAME, frames[-1])
@@ -311,6 +354,8 @@ def _video_facts(path: Path) -> tuple[int, float]:
     frames as its container's duration and frame rate promise, and into at least two (a shorter
     ground truth has no motion: its temporal scores would be perfect and void)."""
     import subprocess
+
+    import imageio_ffmpeg  # here, not at the top: training on a GPU machine imports this module without it
 
     command = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "level+info"]
     command += ["-i", str(path), "-map", "0:v:0", "-f", "null", "-"]
