@@ -110,6 +110,13 @@ def check_config():
                     f"file {lora['file']!r} is not listed in loras.{lora['lora']}.files",
                 )
     for name, model in config["models"].items():
+        unknown = set(model.get("sources") or {}) - set(family_sources(model["family"]))
+        if unknown:
+            config_error(
+                f"models.{name}.sources",
+                f"{sorted(unknown)} is not a weights source of {model['family']}; "
+                f"known: {sorted(family_sources(model['family']))}",
+            )
         if (
             not model.get("tiny")
             and not model.get("local_path")
@@ -252,19 +259,14 @@ def model_marker(name):
     return f"{model_dir(name)}/.stepscope_source.json"
 
 
+@functools.cache  # the plan asks per run; the config does not change
 def source_entries(name):
     """A model's other repos (source -> {repo_id, revision, local_path}), for downloaded models the
     family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all.
+    Unknown source names are refused by check_config.
     """
     model = config["models"][name]
     given = model.get("sources") or {}
-    unknown = set(given) - set(family_sources(model["family"]))
-    if unknown:
-        config_error(
-            f"models.{name}.sources",
-            f"{sorted(unknown)} is not a weights source of {model['family']}; "
-            f"known: {sorted(family_sources(model['family']))}",
-        )
     entries = {}
     for source, repo_id in family_sources(model["family"]).items():
         entry = dict(given.get(source) or {})
@@ -289,7 +291,7 @@ def model_sources(name):
 
 def model_markers(name):
     """The files that prove a model's folders are complete (none for a user's local folders)."""
-    markers = [model_marker(name)] if model_marker(name) else []
+    markers = [marker] if (marker := model_marker(name)) else []
     for entry in source_entries(name).values():
         if not entry.get("local_path"):
             markers.append(f"{source_dir(entry)}/.stepscope_source.json")
@@ -507,8 +509,8 @@ def sampling_request(unit):
         "weights": model_dir(variant["model"]),
         # only families with several repos have sources (other runs keep their fingerprints)
         **(
-            {"weight_sources": model_sources(variant["model"])}
-            if model_sources(variant["model"])
+            {"weight_sources": sources}
+            if (sources := model_sources(variant["model"]))
             else {}
         ),
         "loras": lora_params(unit.variant),

@@ -209,8 +209,8 @@ def decode_run(
             "or decode only recorded steps"
         )
     adapter = get_family(family)
-    use_tiles, why = decode_tiling(pipe, adapter, run.x0_hat(wanted[0]).shape if wanted else None, tiled, settings)
-    decode_settings = {**settings, "seed": run.meta.get("seed"), "tiled": use_tiles}
+    decode_settings = {**settings, "seed": run.meta.get("seed")}
+    use_tiles, why = bool(settings.get("tiled", True)), "as the run's final video"
     out = Path(out_dir)
     (out / records.DECODED_SUMMARY).unlink(missing_ok=True)
     videos = out / "steps"
@@ -219,9 +219,17 @@ def decode_run(
         stale.unlink()
     fps = int(run.meta.get("fps", 16))
     rows = []
+    on_cuda = str(pipe.device).startswith("cuda")
+    if on_cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(pipe.device)
     started = time.perf_counter()
-    for step in wanted:
+    for index, step in enumerate(wanted):
         latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
+        if index == 0:  # one mode for the whole run, chosen from its latent's size
+            use_tiles, why = decode_tiling(pipe, adapter, tuple(latent.shape[1:]), tiled, settings)
+            decode_settings["tiled"] = use_tiles
         frames = adapter.decode_latent(pipe, latent, decode_settings)
         records.write_video(videos / f"step_{step:04d}.mp4", frames, fps=fps)
         rows.append(
@@ -231,11 +239,7 @@ def decode_run(
             )
         )
     decode_s = time.perf_counter() - started
-    peak = {}
-    if str(pipe.device).startswith("cuda"):
-        import torch
-
-        peak["peak_gpu_gib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**30
+    peak = {"peak_gpu_gib": torch.cuda.max_memory_allocated(pipe.device) / 2**30} if on_cuda else {}
     write_contact_sheet(out / records.CONTACT_SHEET, rows, run.meta)
     write_json(
         out / records.DECODED_SUMMARY,
@@ -263,8 +267,10 @@ def decode_tiling(pipe, adapter, latent_shape, setting: str | bool, settings: di
     if setting in (True, False):
         return bool(setting), "decode.tiled"
     run_tiled = bool(settings.get("tiled", True))
-    estimate = getattr(adapter, "untiled_decode_gib", lambda shape: None)(latent_shape)
-    if not run_tiled or latent_shape is None or estimate is None or not str(pipe.device).startswith("cuda"):
+    estimate = None
+    if run_tiled and str(pipe.device).startswith("cuda"):
+        estimate = getattr(adapter, "untiled_decode_gib", lambda shape: None)(latent_shape)
+    if estimate is None:
         return run_tiled, "as the run's final video"
     import torch
 
