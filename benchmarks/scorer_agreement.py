@@ -10,7 +10,7 @@ the way the pipeline writes videos (stepscope.records.write_video: H.264, imagei
 * ``resampled``   -- the GT resampled to 81 frames, longer side 640 px (another model's shape).
 
 Each candidate is scored by the proxy (metric ``total``) and by the module through
-``stepscope.scoring.score_with_evalkit`` in task-specific mode (``task_specific``) and in
+``stepscope.analysis.scoring.score_with_evalkit`` in task-specific mode (``task_specific``) and in
 composite mode (``weighted``). Printed and written: Spearman rank correlation over all
 (sample, candidate) pairs, the mean within-sample Spearman, how often both scorers rank the
 same candidate first, the mean |proxy total - composite|, and each candidate's mean score.
@@ -42,7 +42,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from stepscope import records, scoring  # noqa: E402
+from stepscope import records  # noqa: E402
+from stepscope.analysis import scoring  # noqa: E402
 
 CANDIDATES = ("gt_copy", "first_held", "jump", "resampled")
 MODES = {"task_specific": False, "weighted": True}  # reference metric -> full_score

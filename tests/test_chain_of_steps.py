@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stepscope import records
-from stepscope.chain_of_steps import (
+from stepscope.analysis.chain_of_steps import (
     curve_auc,
     curve_summary,
     divergence_curve,
@@ -24,7 +24,7 @@ from stepscope.chain_of_steps import (
     step_curves,
     switch_step_from_schedule,
 )
-from stepscope.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
+from stepscope.analysis.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -190,7 +190,7 @@ def test_plots(tmp_path):
 
 def test_figures_name_scorer_and_metric(tmp_path, monkeypatch):
     """Step-curve figures say which scorer and mode produced the curve."""
-    from stepscope import chain_of_steps
+    from stepscope.analysis import chain_of_steps
 
     texts = []
 

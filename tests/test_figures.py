@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepscope import figures as F
+from stepscope.plots import figures as F
 from stepscope.records import RunRecords, is_complete
-from stepscope.synthetic import object_mask, write_synthetic_first_frame, write_synthetic_run
+from stepscope.testing.synthetic import object_mask, write_synthetic_first_frame, write_synthetic_run
 
 LAYERS = (0, 2)
 STEPS = 8
@@ -318,7 +318,7 @@ def test_render_group_figures(runs, tmp_path):
 
 
 def test_figures_steps_all_draws_every_step_and_max_frames_none_all_frames(runs, tmp_path):
-    from stepscope.batch_jobs import figure_steps
+    from stepscope.jobs.batches import figure_steps
 
     rec = RunRecords(runs["wan22"])
     assert figure_steps("all", rec) == list(range(STEPS))  # not the 3-step default choice

@@ -11,10 +11,11 @@ import pytest
 import torch
 from test_workflow import job_counts, snakemake, write_config
 
-from stepscope import probes, records
-from stepscope.capture import CaptureSpec
-from stepscope.families import get_family
-from stepscope.sampling import RecordSpec, sample, sample_lockstep
+from stepscope import records
+from stepscope.models.registry import get_family
+from stepscope.probes import core as probes
+from stepscope.sampling.capture import CaptureSpec
+from stepscope.sampling.loop import RecordSpec, sample, sample_lockstep
 
 RUN = dict(prompt="move the red square to the right", num_frames=9, height=64, width=64, cfg_scale=5.0)
 STEPS = 4
@@ -317,8 +318,8 @@ def test_ltx_states_and_block_outputs(tmp_path_factory):
     pytest.importorskip("av")
     from PIL import Image
 
-    from stepscope.families.ltx import LTX23
-    from stepscope.models import load_pipeline
+    from stepscope.models.loading import load_pipeline
+    from stepscope.models.ltx import LTX23
 
     pipe = load_pipeline("ltx2.3", LTX23.make_tiny_weights(tmp_path_factory.mktemp("ltx")), device="cpu")
     image = Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8))

@@ -15,9 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from stepscope import scoring
-from stepscope.records import read_video, write_video
-from stepscope.scoring import (
+from stepscope.analysis import scoring
+from stepscope.analysis.scoring import (
     SCORE_COLUMNS,
     WEIGHTS,
     EvalKitNotInstalled,
@@ -26,6 +25,7 @@ from stepscope.scoring import (
     score_video,
     score_with_evalkit,
 )
+from stepscope.records import read_video, write_video
 
 VBVR_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "vbvr-mini"
 FAKE_EVALKIT = Path(__file__).resolve().parent / "fake_evalkit"
@@ -431,7 +431,7 @@ def test_final_video_encoding_recorded_in_meta(tmp_path):
     import torch
 
     from stepscope import records
-    from stepscope.sampling import SampleResult, write_run
+    from stepscope.sampling.loop import SampleResult, write_run
 
     frames = _moving_square_frames(n=9, size=64)
     result = SampleResult(
@@ -556,7 +556,7 @@ def test_evalkit_environment_imports_together(tmp_path):
     write_video(scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00000"),
                 np.full((5, 16, 16, 3), 128, np.uint8), fps=16)  # fmt: skip
     (bench / "In-Domain_50" / TASK_A / "00000").mkdir(parents=True)
-    cli = [python, "-m", "stepscope.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
+    cli = [python, "-m", "stepscope.analysis.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
            str(bench), "--out", str(tmp_path / "s.parquet"), "--module", "fake_vbvr_bench"]  # fmt: skip
     out = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepscope import tables
-from stepscope.scoring import EVALKIT, FAILED, PROXY, SKIPPED, RunId, rows_to_table, score_rows
+from stepscope.analysis import tables
+from stepscope.analysis.scoring import EVALKIT, FAILED, PROXY, SKIPPED, RunId, rows_to_table, score_rows
 
 ID, OOD = "In-Domain_50", "Out-of-Domain_50"
 # task -> split, sample -> scores of seeds 1, 2, 3

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_json, write_parquet
+from stepscope.atomic import atomic_path, write_json, write_parquet
 
 VIDEO = "video.mp4"
 STEPS = "steps.safetensors"

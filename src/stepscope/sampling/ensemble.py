@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import StepScopeError
-from .hooks import StepHook
+from stepscope.errors import StepScopeError
+from stepscope.sampling.hooks import StepHook
 
 if TYPE_CHECKING:
     pass

@@ -11,18 +11,18 @@ from typing import Any
 
 import numpy as np
 
-from . import records
-from .atomic import atomic_path, write_json
-from .bench import read_sample
-from .capture import CaptureSpec
-from .ensemble import EnsembleHook, EnsembleSpec
-from .errors import StepScopeError
-from .families import get_family
-from .models import LoraSpec, load_pipeline
-from .provenance import package_versions
-from .sampling import RecordSpec, sample_lockstep, write_run
-from .stepspec import parse_steps, resolve_steps
-from .weights_check import names_bad_weights
+from stepscope import records
+from stepscope.atomic import atomic_path, write_json
+from stepscope.bench import read_sample
+from stepscope.errors import StepScopeError
+from stepscope.models.loading import LoraSpec, load_pipeline
+from stepscope.models.registry import get_family
+from stepscope.models.weights_check import names_bad_weights
+from stepscope.provenance import package_versions
+from stepscope.sampling.capture import CaptureSpec
+from stepscope.sampling.ensemble import EnsembleHook, EnsembleSpec
+from stepscope.sampling.loop import RecordSpec, sample_lockstep, write_run
+from stepscope.stepspec import parse_steps, resolve_steps
 
 
 def record_spec(record: dict[str, Any], num_steps: int, fps: int) -> RecordSpec:
@@ -62,7 +62,7 @@ def resolve_input(source: dict[str, Any]) -> dict[str, Any]:
     prompt = source.get("prompt", "")
     from PIL import Image
 
-    from .families.wan import load_image
+    from stepscope.models.wan import load_image
 
     load_image(image)
     with Image.open(image) as opened:
@@ -91,7 +91,7 @@ def load_job_pipeline(
 ) -> Any:
     """The pipeline a GPU rule asked for: config-style LoRA dicts, device settings and the folders
     of the family's other repos. What each LoRA matched is in `pipe.stepscope_loras`."""
-    from .models import cap_gpu_memory
+    from stepscope.models.loading import cap_gpu_memory
 
     cap_gpu_memory()
     lora_specs = [
@@ -126,7 +126,7 @@ def sample_run(
     """Sample one run of one input with a loaded pipeline and write its records to `out_dir`.
 
     A plain run samples `seeds[0]`; an ensemble runs its K seeds (from `seeds[0]` on) in lockstep
-    and writes trajectory 0 (see stepscope.ensemble). `info` is `resolve_input`'s result and
+    and writes trajectory 0 (see stepscope.sampling.ensemble). `info` is `resolve_input`'s result and
     `meta` is merged into meta.json (labels, provenance, timings); `progress`, a StepHook that only
     reads (e.g. prints each step), is passed to plain runs.
     """
@@ -174,7 +174,7 @@ def sample_run(
 @names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
-    from .models import cap_gpu_memory, default_device, resolve_dtype
+    from stepscope.models.loading import cap_gpu_memory, default_device, resolve_dtype
 
     cap_gpu_memory()
     device = device or {}
@@ -318,8 +318,8 @@ def write_manifest(
     manifest_path: str,
     errors_path: str,
 ) -> None:
-    from .atomic import write_parquet
-    from .bench import scan_bench
+    from stepscope.atomic import write_parquet
+    from stepscope.bench import scan_bench
 
     manifest, errors = scan_bench(
         bench_root, splits=splits, task_globs=task_globs, max_samples_per_task=max_samples

@@ -1,4 +1,4 @@
-"""Batch jobs: one job per stage and batch, outputs per run (see stepscope.plan).
+"""Batch jobs: one job per stage and batch, outputs per run (see stepscope.jobs.plan).
 
 Each runner walks the batch's members in order, skips those whose outputs are up to date (same
 fingerprint, same upstream run, same input files), does the rest with one model load, records a
@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from . import records
-from .atomic import write_json
-from .errors import StepScopeError
-from .plan import DONE_STATUSES, Receipt, input_stamps, parse_batch_name
-from .provenance import package_versions
+from stepscope import records
+from stepscope.atomic import write_json
+from stepscope.errors import StepScopeError
+from stepscope.jobs.plan import DONE_STATUSES, Receipt, input_stamps, parse_batch_name
+from stepscope.provenance import package_versions
 
 ERROR_FILE = "error.json"
 FIGURES_MARKER = "figures.json"
@@ -193,7 +193,7 @@ def input_error(
     if "sample_dir" not in member["source"]:
         where = f"config `custom` entry {labels['task']!r}: fix its image, or remove the entry"
     else:
-        from .bench import read_task_sheet
+        from stepscope.bench import read_task_sheet
 
         sheet = read_task_sheet(bench_plan["sample_sheet"])
         rows = sheet.index[(sheet["split"] == labels["split"]) & (sheet["task"] == labels["task"])]
@@ -257,8 +257,8 @@ def run_sample_batch(
     `bench_plan` (sample_sheet, samples_per_task) lets a bad input's error say where the plan
     took it from; it is batch-wide, so editing the sheet elsewhere never reruns a batch.
     """
-    from .jobs import load_job_pipeline, resolve_input, sample_run
-    from .provenance import weights_identity
+    from stepscope.jobs.runs import load_job_pipeline, resolve_input, sample_run
+    from stepscope.provenance import weights_identity
 
     inject_fault_once()
     loader = LazyLoader(lambda: load_job_pipeline(family, weights_dir, loras, device, sources))
@@ -336,7 +336,7 @@ def run_decode_batch(
 
     A member: key, labels, fingerprint, run_dir, out_dir.
     """
-    from .jobs import decode_run, load_decoder
+    from stepscope.jobs.runs import decode_run, load_decoder
 
     inject_fault_once()
     loader = LazyLoader(lambda: load_decoder(family, weights_dir, device))
@@ -391,7 +391,7 @@ def decoded_files(out_dir: str | Path, summary: dict[str, Any]) -> list[Path]:
 def figure_steps(spec: str, run: records.RunRecords) -> list[int] | None:
     """The captured steps `figures.steps` selects: `all` is every captured step; a spec that matches
     none gives None, the figures' default choice (first, middle, last, Wan2.2's switch step)."""
-    from .stepspec import parse_steps
+    from stepscope.stepspec import parse_steps
 
     wanted = parse_steps(spec, len(run.schedule))  # one schedule row per denoising step
     captured = run.captured_steps
@@ -427,9 +427,9 @@ def run_analysis_batch(
     score_table (None for custom inputs), sample_dir, inputs. A divergence: labels, keys (the
     member keys of the input's seed runs) and out.
     """
-    from .analysis_jobs import divergence_job, score_run_job
-    from .figures import render_run_figures
-    from .records import RunRecords
+    from stepscope.jobs.analysis import divergence_job, score_run_job
+    from stepscope.plots.figures import render_run_figures
+    from stepscope.records import RunRecords
 
     inject_fault_once()
     outcomes = Members("analysis")

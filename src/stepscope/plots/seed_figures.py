@@ -17,7 +17,7 @@ Per step S in `--viz_steps` (folder ``feature_maps/step_SSSS/``) and layer LL:
 
 and over every captured step, in ``feature_maps/summary/``: ``norm_evolution.png`` (mean token norm
 vs step per layer) and ``temporal_heatmap_LLL.png`` (steps x frames of ``frame_l2``). All latent
-frames are shown, as in the seed. Every function returns the numbers it drew (see stepscope.figures).
+frames are shown, as in the seed. Every function returns the numbers it drew (see stepscope.plots.figures).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .figures import _new_figure, _save
-from .records import RunRecords
+from stepscope.plots.figures import _new_figure, _save
+from stepscope.records import RunRecords
 
 SEED_TOP_CHANNELS = 20
 SEED_TOP_MAPS = 6

@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .atomic import atomic_path, write_json, write_parquet
-from .capture import check_hookable
-from .errors import StepScopeError
-from .families import get_family
-from .jobs import loop_settings
-from .sampling import SampleResult, StepHook, round_shape, sample_lockstep, write_run
-from .stepspec import resolve_steps
+from stepscope.atomic import atomic_path, write_json, write_parquet
+from stepscope.errors import StepScopeError
+from stepscope.jobs.runs import loop_settings
+from stepscope.models.registry import get_family
+from stepscope.sampling.capture import check_hookable
+from stepscope.sampling.loop import SampleResult, StepHook, round_shape, sample_lockstep, write_run
+from stepscope.stepspec import resolve_steps
 
 KINDS = ("noise_step", "noise_frame", "sensitivity", "token_swap")
 SWAP_SOURCES = ("next_sample", "next_image", "prompt", "same")
@@ -477,8 +477,8 @@ def _setup(
     x0_every_step: bool = False,
     sources: dict[str, str] | None = None,
 ) -> _Setup:
-    from .jobs import load_job_pipeline, record_spec, resolve_shape
-    from .provenance import weights_identity
+    from stepscope.jobs.runs import load_job_pipeline, record_spec, resolve_shape
+    from stepscope.provenance import weights_identity
 
     steps = int(settings["steps"])
     spec = record_spec(record, steps, int(settings.get("fps", 16)))
@@ -548,7 +548,7 @@ def latent_frame_count(pipe, adapter, setup: _Setup) -> int:
 
 
 def _switch_step(result: SampleResult) -> int | None:
-    from .chain_of_steps import switch_step_from_schedule
+    from stepscope.analysis.chain_of_steps import switch_step_from_schedule
 
     return switch_step_from_schedule(pd.DataFrame(result.schedule))
 
@@ -577,7 +577,7 @@ def resolve_frames(frames: str | Sequence[int], count: int) -> list[int]:
 
 def swap_source_info(target: dict[str, Any], swap_source: dict[str, Any]) -> dict[str, Any]:
     """The source run's inputs for a token swap (see SWAP_SOURCES)."""
-    from .bench import read_sample
+    from stepscope.bench import read_sample
 
     kind = swap_source.get("kind", "next_sample")
     if kind not in SWAP_SOURCES:
@@ -621,8 +621,8 @@ def probe_job(
 ) -> dict[str, Any]:
     """Run one probe's whole sweep on one input with one model load; write a run directory per
     condition (``clean`` / ``target`` / ``source`` first) and ``probe.json`` last."""
-    from .jobs import resolve_input
-    from .provenance import package_versions
+    from stepscope.jobs.runs import resolve_input
+    from stepscope.provenance import package_versions
 
     if kind not in KINDS:
         raise StepScopeError(f"unknown probe {kind!r}: choose one of {', '.join(KINDS)}")
@@ -819,7 +819,7 @@ def noise_table(probe_dirs: Sequence[str | Path]) -> pd.DataFrame:
     switch_step, metric, value (step / frame: the injection step or noised latent frame, NA for
     the clean run).
     """
-    from .scoring import score_video
+    from stepscope.analysis.scoring import score_video
 
     rows = []
     for probe_dir in probe_dirs:
@@ -871,7 +871,7 @@ def sensitivity_table(probe_dirs: Sequence[str | Path]) -> pd.DataFrame:
     """CKA dissimilarity of each perturbed trajectory vs the clean one at every step from the
     injection on: x0_hat latents (representation ``x0``, from the records) and the full block
     outputs measured while sampling (``L<layer>``, from hidden_cka.parquet)."""
-    from .records import RunRecords
+    from stepscope.records import RunRecords
 
     rows = []
     for probe_dir in probe_dirs:
@@ -987,7 +987,7 @@ def swap_table(probe_dirs: Sequence[str | Path]) -> pd.DataFrame:
     d_source) on the latents (0: the target's outcome, 1: the source's; 0 when nothing changed);
     ``follows``: the nearer clean run (``target`` on a tie).
     """
-    from .records import RunRecords
+    from stepscope.records import RunRecords
 
     rows = []
     for probe_dir in probe_dirs:
@@ -1080,7 +1080,7 @@ def _integer_ticks(ax) -> None:
 
 def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric: str, title: str) -> Path:
     """Score vs the swept position (mean +- std over samples) against the clean runs' mean."""
-    from .chain_of_steps import _figure, _mark_switch, _save
+    from stepscope.analysis.chain_of_steps import _figure, _mark_switch, _save
 
     df = table[table["metric"] == metric]
     perturbed = df[df["perturbed"]].groupby(position)["value"].agg(["mean", "std"]).reset_index()
@@ -1109,7 +1109,7 @@ def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric
 def plot_sensitivity(table: pd.DataFrame, summary: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """Mean later-step CKA dissimilarity vs injection step, one line per representation, with the
     expert switch (red dashed) and each curve's peak (marker) so the two can be told apart."""
-    from .chain_of_steps import _figure, _mark_switch, _save
+    from stepscope.analysis.chain_of_steps import _figure, _mark_switch, _save
 
     fig, axes = _figure(size=(5.5, 3.8))
     ax = axes[0, 0]
@@ -1133,7 +1133,7 @@ def plot_sensitivity(table: pd.DataFrame, summary: pd.DataFrame, target: str | P
 
 def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """x0_hat dissimilarity for every (injection step, later step) pair."""
-    from .chain_of_steps import _figure, _save
+    from stepscope.analysis.chain_of_steps import _figure, _save
 
     df = table[table["representation"] == "x0"]
     grid = df.groupby(["injection_step", "step"])["dissimilarity"].mean().unstack("step")
@@ -1162,7 +1162,7 @@ def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: 
 
 def plot_swap(table: pd.DataFrame, summary: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """Where the outcome goes when one layer's tokens are swapped: 0 = the target's, 1 = the source's."""
-    from .chain_of_steps import _figure, _save
+    from stepscope.analysis.chain_of_steps import _figure, _save
 
     fig, axes = _figure(size=(5.5, 3.8))
     ax = axes[0, 0]

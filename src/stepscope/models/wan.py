@@ -17,19 +17,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import write_json
-from ..layouts import WAN21_LAYOUT, WAN22_LAYOUT
-from ..layouts import WAN_CLIP as CLIP
-from ..layouts import WAN_TEXT_ENCODER as TEXT_ENCODER
-from ..layouts import WAN_VAE as VAE
-from .base import (
+from stepscope.atomic import write_json
+from stepscope.models.adapter import (
     Prepared,
     StepScopeError,
     local_model_configs,
     signature_defaults,
     uint8_frames,
 )
-from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
+from stepscope.models.tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
+from stepscope.models.weight_layouts import WAN21_LAYOUT, WAN22_LAYOUT
+from stepscope.models.weight_layouts import WAN_CLIP as CLIP
+from stepscope.models.weight_layouts import WAN_TEXT_ENCODER as TEXT_ENCODER
+from stepscope.models.weight_layouts import WAN_VAE as VAE
 
 # Keys of WanVideoPipeline.__call__ that go to the positive / negative branches (as in __call__).
 POSI_KEYS = ("prompt", "vap_prompt", "tea_cache_l1_thresh", "tea_cache_model_id", "num_inference_steps")
@@ -97,7 +97,7 @@ class WanFamily:
         from diffsynth.models.wan_video_dit import WanModel
         from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 
-        from .tiny_modules import TinyWanImageEncoder, TinyWanVideoVAE
+        from stepscope.models.tiny_modules import TinyWanImageEncoder, TinyWanVideoVAE
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)

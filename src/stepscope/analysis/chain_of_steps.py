@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path
-from .scoring import score_label, select_scores
+from stepscope.analysis.scoring import score_label, select_scores
+from stepscope.atomic import atomic_path
 
 # --------------------------------------------------------------------------------------------
 # Curve summaries
@@ -161,7 +161,7 @@ def divergence_curve(
     ``steps`` defaults to the steps recorded in every run. One step's latents of all seeds
     are in memory at a time.
     """
-    from .records import RunRecords
+    from stepscope.records import RunRecords
 
     runs = [RunRecords(Path(d)) for d in run_dirs_by_seed]
     if len(runs) < 2:

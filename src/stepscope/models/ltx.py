@@ -56,17 +56,17 @@ from diffsynth.models.ltx2_video_vae import (
 )
 from torch import nn
 
-from ..atomic import write_json
-from ..layouts import LTX23_LAYOUT
-from ..layouts import LTX_GEMMA_DIR as GEMMA_DIR
-from .base import (
+from stepscope.atomic import write_json
+from stepscope.models.adapter import (
     Prepared,
     StepScopeError,
     local_model_configs,
     signature_defaults,
     uint8_frames,
 )
-from .tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
+from stepscope.models.tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
+from stepscope.models.weight_layouts import LTX23_LAYOUT
+from stepscope.models.weight_layouts import LTX_GEMMA_DIR as GEMMA_DIR
 
 LAYOUT = LTX23_LAYOUT
 # Order in which the files go to `from_pretrained` (the order of diffsynth's examples).

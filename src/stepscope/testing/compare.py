@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import records
+from stepscope import records
 
 Check = Callable[[Path, Path], str | None]
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .records import (
+from stepscope import __version__
+from stepscope.records import (
     ACTIVATIONS_NPZ,
     ACTIVATIONS_TABLE,
     META,
@@ -169,11 +169,11 @@ def write_synthetic_first_frame(path: str | Path, *, height: int = 4, width: int
     """PNG first frame: background colour everywhere except the object's token cells (frame 0).
 
     The image is ``size`` x ``size`` pixels; with ``size`` a multiple of the grid the foreground
-    mask of `stepscope.figures.foreground_mask` equals ``object_mask(...)[0]`` exactly.
+    mask of `stepscope.plots.figures.foreground_mask` equals ``object_mask(...)[0]`` exactly.
     """
     import imageio.v2 as imageio
 
-    from .atomic import atomic_path
+    from stepscope.atomic import atomic_path
 
     image = _video(1, size, height, width, 1)[0]
     path = Path(path)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .atomic import write_json
-from .errors import StepScopeError
-from .layouts import MAIN, source_layout
-from .provenance import package_versions
+from stepscope.atomic import write_json
+from stepscope.errors import StepScopeError
+from stepscope.models.weight_layouts import MAIN, source_layout
+from stepscope.provenance import package_versions
 
 
 def allow_patterns(family: str, source: str = MAIN) -> list[str]:

@@ -1,6 +1,6 @@
 """What the sampling loop needs to know about one model family.
 
-The loop in `stepscope.sampling` is family-agnostic; each family adapter reproduces the
+The loop in `stepscope.sampling.loop` is family-agnostic; each family adapter reproduces the
 body of its diffsynth pipeline's ``__call__`` in small pieces (prepare, velocity, step,
 decode) so that the loop can record and steer every step while staying bit-exact with
 ``pipe(...)``.
@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ..errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
-from ..layouts import MAIN, WeightLayout, family_sources
+from stepscope.errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
+from stepscope.models.weight_layouts import MAIN, WeightLayout, family_sources
 
 
 @dataclass
@@ -176,7 +176,7 @@ def local_model_configs(
     """
     from diffsynth.core import ModelConfig
 
-    from .tiny import register_tiny_configs
+    from stepscope.models.tiny import register_tiny_configs
 
     files = resolve_layout(family, weights_dir, layout, sources)
     for folder in set(source_folders(family, weights_dir, sources).values()):

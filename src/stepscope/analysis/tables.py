@@ -1,4 +1,4 @@
-"""Result tables from the tidy score table (see stepscope.scoring.SCORE_COLUMNS).
+"""Result tables from the tidy score table (see stepscope.analysis.scoring.SCORE_COLUMNS).
 
 * :func:`summary_table` -- per variant x split x task: single-seed mean and std, best-of-K
   (oracle), every ensemble configuration's mean and its gain over the single-seed mean; plus
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import write_parquet, write_text
-from .scoring import FAILED, SKIPPED, STATUS_METRICS, score_label, select_scores
+from stepscope.analysis.scoring import FAILED, SKIPPED, STATUS_METRICS, score_label, select_scores
+from stepscope.atomic import write_parquet, write_text
 
 ENSEMBLE_RE = re.compile(
     r"^ens-(?P<strategy>.+?)-k(?P<k>\d+)-(?P<start>\d+)-(?P<end>\d+)(?P<rescale>-rescale)?$"

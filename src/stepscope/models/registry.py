@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import FamilyAdapter, StepScopeError
-from .wan import WAN21, WAN22
+from stepscope.models.adapter import FamilyAdapter, StepScopeError
+from stepscope.models.wan import WAN21, WAN22
 
 FAMILY_NAMES = ("wan2.2", "wan2.1", "ltx2.3")
 
@@ -13,7 +13,7 @@ def get_family(name: str) -> FamilyAdapter:
     if name in ("wan2.2", "wan2.1"):
         return {"wan2.2": WAN22, "wan2.1": WAN21}[name]
     if name == "ltx2.3":
-        from .ltx import LTX23
+        from stepscope.models.ltx import LTX23
 
         return LTX23
     raise StepScopeError(f"unknown model family {name!r}: choose one of {', '.join(FAMILY_NAMES)}")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import StepScopeError
+from stepscope.errors import StepScopeError
 
 Load = TypeVar("Load", bound=Callable[..., Any])
 # Completion markers the workflow writes last into a weights folder (rules/download.smk):

@@ -8,20 +8,20 @@ from typing import Any
 
 import pandas as pd
 
-from .atomic import write_parquet, write_text
-from .chain_of_steps import (
+from stepscope.analysis.chain_of_steps import (
     divergence_curve,
     plot_divergence,
     plot_split_curves,
     plot_step_curves,
     switch_step_from_schedule,
 )
-from .ensemble import seed_label
-from .errors import StepScopeError
-from .plan import Receipt
-from .records import RunRecords
-from .scoring import RunId, merge_score_tables, score_runs, write_score_table
-from .tables import build_tables
+from stepscope.analysis.scoring import RunId, merge_score_tables, score_runs, write_score_table
+from stepscope.analysis.tables import build_tables
+from stepscope.atomic import write_parquet, write_text
+from stepscope.errors import StepScopeError
+from stepscope.jobs.plan import Receipt
+from stepscope.records import RunRecords
+from stepscope.sampling.ensemble import seed_label
 
 
 def score_run_job(

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import StepScopeError
-from .records import map_key
+from stepscope.errors import StepScopeError
+from stepscope.records import map_key
 
 PCA_ITERATIONS = 6
 PCA_OVERSAMPLE = 8

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from .atomic import write_parquet
+from stepscope.atomic import write_parquet
 
 # --------------------------------------------------------------------------------------------
 # Tidy table
@@ -641,7 +641,7 @@ def import_evalkit(module: str = EVALKIT_MODULE):
             f"  git clone {EVALKIT_REPO} vbvr-evalkit && git -C vbvr-evalkit checkout {EVALKIT_COMMIT}\n"
             f"  python3.11 -m venv evalkit-env && evalkit-env/bin/pip install -r envs/evalkit.txt\n"
             f"  evalkit-env/bin/pip install --no-deps -e . (in this project)\n"
-            f"then run `PYTHONPATH=vbvr-evalkit evalkit-env/bin/python -m stepscope.scoring evalkit ...`. "
+            f"then run `PYTHONPATH=vbvr-evalkit evalkit-env/bin/python -m stepscope.analysis.scoring evalkit ...`. "
             f"The repository's package is {EVALKIT_MODULE!r} (the default); any other module must "
             f"expose evaluate(video_path, sample_dir) or evaluate_videos(videos_dir, bench_root). "
             f"See docs/scoring.md."
@@ -939,7 +939,7 @@ def _result_ids(result: Mapping[str, Any], model_dir: Path) -> tuple[str, str, s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stepscope.scoring", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stepscope.analysis.scoring", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("proxy", help="score one video with the stepscope-proxy scorer, print JSON")
     b.add_argument("video")

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import records
-from .capture import CaptureSpec, Recorder
-from .errors import StepScopeError
-from .families import get_family
-from .families.base import FamilyAdapter
-from .families.wan import load_image
-from .hooks import StepHook  # noqa: F401  (part of this module's interface)
-from .provenance import package_versions
+from stepscope import records
+from stepscope.errors import StepScopeError
+from stepscope.models.adapter import FamilyAdapter
+from stepscope.models.registry import get_family
+from stepscope.models.wan import load_image
+from stepscope.provenance import package_versions
+from stepscope.sampling.capture import CaptureSpec, Recorder
+from stepscope.sampling.hooks import StepHook  # noqa: F401  (part of this module's interface)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Conventions
   `max_frames` says otherwise (None = all; config `figures.max_frames`).
 - Temporal energy here is ours, the mean token norm of a latent frame (``frame_energy``); the
   seed's is the L2 norm of the frame's token matrix (``frame_l2``, `RunRecords.frame_l2`), drawn
-  by stepscope.seed_figures under the seed's file names. Each figure's axis label says which.
+  by stepscope.plots.seed_figures under the seed's file names. Each figure's axis label says which.
 - Functions that draw one layer at several steps use one colour scale for all those steps.
 - Across-steps plots of Wan2.2 runs (schedule ``expert`` has both ``high_noise`` and
   ``low_noise``) mark the expert switch with a dashed vertical line between the last high-noise
@@ -52,8 +52,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .atomic import atomic_path
-from .records import RunRecords
+from stepscope.atomic import atomic_path
+from stepscope.records import RunRecords
 
 DPI = 120
 MAX_WIDTH_IN = 16.0

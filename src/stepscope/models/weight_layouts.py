@@ -1,7 +1,7 @@
 """Where each family's weight files live in its Hugging Face repo (no heavy imports).
 
-The loader resolves these globs in a weights folder (stepscope.families.base.resolve_layout) and
-the download rules fetch exactly the files they match (stepscope.hub.allow_patterns), so both
+The loader resolves these globs in a weights folder (stepscope.models.adapter.resolve_layout) and
+the download rules fetch exactly the files they match (stepscope.models.hub.allow_patterns), so both
 agree by construction; the workflow's parse step reads them without importing torch or diffsynth.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import StepScopeError
+from stepscope.errors import StepScopeError
 
 MAIN = "main"
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from .errors import StepScopeError
-from .families import get_family
-from .weights_check import names_bad_weights
+from stepscope.errors import StepScopeError
+from stepscope.models.registry import get_family
+from stepscope.models.weights_check import names_bad_weights
 
 # diffsynth VRAM management presets ("device" is the compute device, "dtype" the compute dtype).
 OFFLOAD_PRESETS = {
@@ -235,7 +235,7 @@ def make_tiny_lora(
             tensors[f"{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * scale
     if not tensors:
         raise StepScopeError(f"no linear layer matches {match!r}")
-    from .atomic import atomic_path
+    from stepscope.atomic import atomic_path
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:

@@ -1,0 +1,1 @@
+"""Figures drawn from stored records (CPU jobs; no torch)."""

@@ -1,0 +1,1 @@
+"""Probe runs: controlled perturbations of the sampling loop (noise at a step or frame, hidden-state sensitivity, token swaps)."""
