@@ -30,7 +30,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from stepscope.analysis.chain_of_steps import emergence_step, switch_step_from_schedule  # noqa: E402
+from stepscope.analysis.chain_of_steps import emergence_step  # noqa: E402
 from stepscope.analysis.scoring import read_score_table, score_video  # noqa: E402
 from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video  # noqa: E402
 from stepscope.atomic import write_json  # noqa: E402
@@ -45,7 +45,7 @@ from stepscope.probes.core import (  # noqa: E402
     sensitivity_summary,
     sensitivity_table,
 )
-from stepscope.records import RunRecords, read_video  # noqa: E402
+from stepscope.records import RunRecords, expert_switch_step, read_video  # noqa: E402
 from stepscope.training.twin import TRAIN_TASKS  # noqa: E402
 
 TRAINED = REPO / "weights" / "wan2.2-twin"
@@ -216,7 +216,7 @@ def main(argv=None) -> int:
     # Step-score curves and emergence steps (the decoded x0_hat video of every step).
     run0 = work / "trained" / "plain" / TRAIN_TASKS[0] / "00000"
     result["step_curves"] = {
-        "switch_step": switch_step_from_schedule(RunRecords(run0).schedule),
+        "switch_step": expert_switch_step(RunRecords(run0).schedule),
         **{
             metric: curves_and_emergence(trained, metric)
             for metric in (METRIC, "final_frame_match", "task_progress")

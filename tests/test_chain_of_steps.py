@@ -22,9 +22,9 @@ from stepscope.analysis.chain_of_steps import (
     plot_split_curves,
     plot_step_curves,
     step_curves,
-    switch_step_from_schedule,
 )
 from stepscope.analysis.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
+from stepscope.records import expert_switch_step
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -131,8 +131,10 @@ def test_divergence_curve(tmp_path):
     assert (early > 0.5).all() and (late == 0).all()
     assert divergence_curve(run_dirs, steps=[4])["latent_divergence"].tolist() == [0.0]
     schedule = records.RunRecords(run_dirs[0]).schedule
-    assert switch_step_from_schedule(schedule) == 3
-    assert switch_step_from_schedule(schedule.assign(expert="dit")) is None
+    assert expert_switch_step(schedule) == 3
+    assert expert_switch_step(schedule.assign(expert="dit")) is None
+    assert expert_switch_step(schedule.assign(expert="low_noise")) is None  # no switch within the run
+    assert expert_switch_step(schedule.to_dict("records")) == 3  # the loop's in-memory rows
     with pytest.raises(ValueError):
         divergence_curve(run_dirs[:1])
 

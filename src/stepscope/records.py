@@ -260,6 +260,21 @@ def is_complete(run_dir: str | Path) -> bool:
     return all((run_dir / name).exists() for name in RECORD_FILES)
 
 
+def expert_switch_step(schedule: pd.DataFrame | list[dict[str, Any]]) -> int | None:
+    """First step run by another expert than the one before it (Wan2.2's high -> low noise switch).
+
+    The one definition of the switch for figures, curves, probes and tables: the step drawn and
+    reported is the first step of the new expert. None when one DiT runs every step.
+    """
+    frame = pd.DataFrame(schedule)
+    if "expert" not in frame or frame.empty:
+        return None
+    frame = frame.sort_values("step")
+    experts = frame["expert"].astype(str).to_numpy()
+    changed = np.flatnonzero(experts[1:] != experts[:-1])
+    return int(frame["step"].iloc[changed[0] + 1]) if len(changed) else None
+
+
 def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:
     write_parquet(target, pd.DataFrame(rows, columns=["step", "timestep", "sigma", "expert", "recorded"]))
 

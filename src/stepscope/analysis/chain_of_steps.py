@@ -180,14 +180,6 @@ def divergence_curve(
     )
 
 
-def switch_step_from_schedule(schedule: pd.DataFrame) -> int | None:
-    """First step run by Wan2.2's ``low_noise`` expert (the expert switch), or None."""
-    if "expert" not in schedule:
-        return None
-    low = schedule.loc[schedule["expert"] == "low_noise", "step"]
-    return int(low.min()) if len(low) else None
-
-
 # --------------------------------------------------------------------------------------------
 # Curve tables from the tidy score table
 # --------------------------------------------------------------------------------------------

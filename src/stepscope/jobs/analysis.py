@@ -13,14 +13,13 @@ from stepscope.analysis.chain_of_steps import (
     plot_divergence,
     plot_split_curves,
     plot_step_curves,
-    switch_step_from_schedule,
 )
 from stepscope.analysis.scoring import RunId, merge_score_tables, score_runs, write_score_table
 from stepscope.analysis.tables import build_tables
 from stepscope.atomic import write_parquet, write_text
 from stepscope.errors import StepScopeError
 from stepscope.jobs.plan import Receipt
-from stepscope.records import RunRecords
+from stepscope.records import RunRecords, expert_switch_step
 from stepscope.sampling.ensemble import seed_label
 
 
@@ -52,7 +51,7 @@ def divergence_job(*, run_dirs: list[str], labels: dict[str, str], out: str) -> 
 
 def switch_step(run_dir: str) -> int | None:
     """First step of Wan2.2's low-noise expert in a run (None for one-DiT families)."""
-    return switch_step_from_schedule(RunRecords(run_dir).schedule)
+    return expert_switch_step(RunRecords(run_dir).schedule)
 
 
 def tables_job(

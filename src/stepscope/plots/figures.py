@@ -53,7 +53,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from stepscope.atomic import atomic_path
-from stepscope.records import RunRecords
+from stepscope.records import RunRecords, expert_switch_step
 
 DPI = 120
 MAX_WIDTH_IN = 16.0
@@ -65,7 +65,6 @@ ENERGY_CMAP = "viridis"
 SIGNED_CMAP = "RdBu_r"
 
 __all__ = [
-    "expert_switch_step",
     "foreground_mask",
     "frame_indices",
     "default_steps",
@@ -140,14 +139,6 @@ def _step_label(rec: RunRecords, step: int, *, short: bool = False) -> str:
         return f"step {step}\nt={t:.0f}"
     extra = f", {expert.replace('_', '-')} expert" if expert != "dit" else ""
     return f"step {step} (t={t:.0f}{extra})"
-
-
-def expert_switch_step(schedule) -> int | None:
-    """First ``low_noise`` step of a Wan2.2 schedule; None for single-DiT runs."""
-    experts = set(schedule["expert"].astype(str))
-    if not {"high_noise", "low_noise"} <= experts:
-        return None
-    return int(schedule.loc[schedule["expert"] == "low_noise", "step"].min())
 
 
 def _mark_switch(ax, switch: int | None, *, color: str = "0.15", label: str | None = None) -> None:

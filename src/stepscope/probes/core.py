@@ -38,6 +38,7 @@ from stepscope.atomic import atomic_path, write_json, write_parquet
 from stepscope.errors import StepScopeError
 from stepscope.jobs.runs import loop_settings
 from stepscope.models.registry import get_family
+from stepscope.records import expert_switch_step
 from stepscope.sampling.capture import check_hookable
 from stepscope.sampling.loop import SampleResult, StepHook, round_shape, sample_lockstep, write_run
 from stepscope.stepspec import resolve_steps
@@ -548,9 +549,7 @@ def latent_frame_count(pipe, adapter, setup: _Setup) -> int:
 
 
 def _switch_step(result: SampleResult) -> int | None:
-    from stepscope.analysis.chain_of_steps import switch_step_from_schedule
-
-    return switch_step_from_schedule(pd.DataFrame(result.schedule))
+    return expert_switch_step(result.schedule)
 
 
 def resolve_layers(layers: str | Sequence[int] | None, count: int) -> list[int]:
