@@ -17,11 +17,11 @@ from conftest import REPO
 from stepscope.errors import StepScopeError
 from stepscope.models.adapter import resolve_layout, source_folders
 from stepscope.models.hub import allow_patterns
-from stepscope.models.registry import get_family
+from stepscope.models.registry import FAMILY_NAMES, get_family
 from stepscope.models.weight_layouts import LTX_GEMMA_DIR, MAIN, family_sources
 from stepscope.stepspec import is_empty, is_relative, parse_steps, resolve_steps
 
-FAMILIES = ["wan2.2", "wan2.1", "ltx2.3"]
+FAMILIES = list(FAMILY_NAMES)
 
 
 def _matches(relative: str, patterns: list[str]) -> bool:

@@ -28,6 +28,7 @@ from stepscope.atomic import write_json
 from stepscope.bench import FIRST_FRAME, GROUND_TRUTH, PROMPT, SPLITS
 from stepscope.errors import StepScopeError
 from stepscope.jobs.plan import fingerprint, input_stamps
+from stepscope.models.registry import FAMILY_NAMES, get_family
 from stepscope.models.weight_layouts import LTX_GEMMA_DIR, LTX_REPACKAGE_DIR
 from stepscope.sampling.hooks import StepHook
 
@@ -35,7 +36,7 @@ SEED_REPO = "OpenSenseNova/Demystifying_Video_Reasoning"
 SEED_COMMIT = "a20a3a7"
 RECORDS_DIR = ".stepscope"
 DONE_FILE = "seed_outputs.json"
-MODELS = ("wan2.2", "wan2.1", "ltx2.3")
+MODELS = FAMILY_NAMES
 # The seed's ./models/<repo_id> folders (diffsynth's download folder) per --model.
 SEED_WEIGHTS = {
     "wan2.2": "Wan-AI/Wan2.2-I2V-A14B",
@@ -450,8 +451,6 @@ def run_tool(command: str, args: argparse.Namespace) -> int:
 
 def usable_layers(pipe, family: str, layers: list[int]) -> list[int]:
     """The seed hooks only the layers its DiT has (`lid < len(blocks)`) and skips the others."""
-    from stepscope.models.registry import get_family
-
     adapter = get_family(family)
     count = min(len(getattr(dit, adapter.block_list_name)) for dit in adapter.dit_modules(pipe).values())
     kept = [layer for layer in layers if layer < count]

@@ -1,0 +1,34 @@
+"""The extension points agree with the schema: what a config may name is what the code registers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+from conftest import REPO
+
+from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.weight_layouts import LAYOUTS, SOURCES
+
+SCHEMA = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+
+
+def test_schema_families_are_the_registered_families_with_their_layouts():
+    family_enum = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]["family"]["enum"]
+    assert list(family_enum) == list(FAMILY_NAMES)
+    assert set(LAYOUTS) == set(FAMILY_NAMES) and set(SOURCES) <= set(FAMILY_NAMES)
+    for name in FAMILY_NAMES:
+        adapter = get_family(name)
+        assert adapter.name == name
+        assert adapter.layout == LAYOUTS[name]
+
+
+def test_listing_families_and_layouts_leaves_torch_out():
+    """The Snakefile and CPU jobs read the registry and layouts; they must not pull in torch."""
+    code = (
+        "import sys; import stepscope.models.registry, stepscope.models.weight_layouts, stepscope.models.hub; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
