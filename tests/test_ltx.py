@@ -17,8 +17,9 @@ pytest.importorskip("av", reason="diffsynth's LTX-2 image preprocessing imports 
 
 from stepscope.models.adapter import StepScopeError, uint8_frames  # noqa: E402
 from stepscope.models.loading import load_pipeline  # noqa: E402
-from stepscope.models.ltx import GEMMA_DIR, LTX23, LTX_NEGATIVE_PROMPT, AVLatents  # noqa: E402
+from stepscope.models.ltx import LTX23, LTX_NEGATIVE_PROMPT, AVLatents  # noqa: E402
 from stepscope.models.registry import get_family  # noqa: E402
+from stepscope.models.weight_layouts import LTX_GEMMA_DIR as GEMMA_DIR  # noqa: E402
 from stepscope.sampling.capture import CaptureSpec, Recorder  # noqa: E402
 from stepscope.sampling.loop import RecordSpec, sample, sample_lockstep  # noqa: E402
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import REPO
 
 from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.tiny import current_class_path
 from stepscope.models.weight_layouts import LAYOUTS, SOURCES
 
 SCHEMA = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
@@ -32,3 +35,17 @@ def test_listing_families_and_layouts_leaves_torch_out():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "old_path",
+    [
+        "stepscope.families.tiny_modules.TinyWanVideoVAE",
+        "stepscope.families.ltx.TinyLTX2VideoEncoder",
+        "stepscope.models.tiny_modules.TinyWanImageEncoder",
+    ],
+)
+def test_twins_made_by_earlier_versions_name_classes_that_still_import(old_path):
+    """A tiny twin's manifest names its classes; twins made before a module moved keep loading."""
+    module, _, name = current_class_path(old_path).rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), name), type)

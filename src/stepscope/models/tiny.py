@@ -69,6 +69,21 @@ def write_tiny_component(
     return entry
 
 
+# Where tiny-twin classes lived in earlier stepscope versions (twins made then name these paths).
+MOVED_CLASSES = (
+    ("stepscope.families.ltx.Tiny", "stepscope.models.ltx_tiny.Tiny"),
+    ("stepscope.families.", "stepscope.models."),
+)
+
+
+def current_class_path(path: str) -> str:
+    """A manifest's class path, followed through the modules' moves (so older twins keep loading)."""
+    for old, new in MOVED_CLASSES:
+        if path.startswith(old):
+            return new + path[len(old) :]
+    return path
+
+
 def register_tiny_configs(weights_dir: Path) -> list[dict[str, Any]]:
     """Add a tiny twin's entries to diffsynth's model registry (no-op for real weights)."""
     from diffsynth.configs import MODEL_CONFIGS
@@ -81,6 +96,7 @@ def register_tiny_configs(weights_dir: Path) -> list[dict[str, Any]]:
     added = []
     for entry in entries:
         config = {key: value for key, value in entry.items() if key != "file"}
+        config["model_class"] = current_class_path(config["model_class"])
         # Files of one architecture (Wan2.2's two experts) share an entry: register it once, or
         # diffsynth loads each such file once per entry and the experts' order gets mixed up.
         if (config["model_hash"], config["model_name"]) not in known:
