@@ -10,6 +10,7 @@ import pytest
 import yaml
 from conftest import REPO
 
+from stepscope.models.adapter import FamilyAdapter
 from stepscope.models.registry import FAMILY_NAMES, get_family
 from stepscope.models.tiny import current_class_path
 from stepscope.models.weight_layouts import LAYOUTS, SOURCES
@@ -49,3 +50,15 @@ def test_twins_made_by_earlier_versions_name_classes_that_still_import(old_path)
     """A tiny twin's manifest names its classes; twins made before a module moved keep loading."""
     module, _, name = current_class_path(old_path).rpartition(".")
     assert isinstance(getattr(importlib.import_module(module), name), type)
+
+
+def test_every_registered_adapter_fulfils_the_written_contract():
+    """Each family has every attribute and method of `FamilyAdapter` (a new family that forgets
+    one fails here, not in the middle of a GPU job)."""
+    required = set(FamilyAdapter.__annotations__) | {
+        name for name, value in vars(FamilyAdapter).items() if callable(value) and not name.startswith("_")
+    }
+    for name in FAMILY_NAMES:
+        adapter = get_family(name)
+        missing = sorted(member for member in required if not hasattr(adapter, member))
+        assert not missing, f"{name} lacks {missing}"

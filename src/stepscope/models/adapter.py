@@ -33,18 +33,31 @@ class Prepared:
 
 
 class FamilyAdapter(Protocol):
-    name: str
-    block_list_name: str
-    frame_multiple: int
-    spatial_multiple: int
-    default_fps: int
-    layout: tuple[WeightLayout, ...]
-    # The seed's sampler settings for keys a request leaves out (cfg_scale, steps, ...).
-    defaults: dict[str, Any]
-    # Substring of the linear layers a tiny stand-in LoRA adapts (tests and the demo).
-    tiny_lora_match: str
+    """The contract of a model family: everything the loop, capture, probes and jobs ask of one.
 
-    def make_tiny_weights(self, out_dir: Path) -> Path: ...
+    An adapter is one object per family (registered in `stepscope.models.registry`). It splits the
+    body of its diffsynth pipeline's ``__call__`` into the pieces below so that the family-agnostic
+    loop (`stepscope.sampling.loop.sample_lockstep`) can run them step by step, record x0-hat and
+    hidden states, and steer a step, while giving the same video as ``pipe(...)`` bit for bit
+    (tests/test_core.py and tests/test_ltx.py check every family against its pipeline).
+    A *state* is whatever the family denoises (a latent tensor; LTX: an (video, audio) pair).
+    """
+
+    # ----- facts -----
+    name: str  # the registry key ("wan2.2", ...)
+    block_list_name: str  # attribute of a DiT holding its blocks (forward hooks go on them)
+    frame_multiple: int  # num_frames is rounded to k * frame_multiple + 1 (VAE time compression)
+    spatial_multiple: int  # height and width are rounded to multiples of it
+    default_fps: int  # frame rate the pipeline is told (videos are written at 16 fps)
+    experts: tuple[str, ...]  # DiT names the loop switches between ("dit", or Wan2.2's two)
+    layout: tuple[WeightLayout, ...]  # files the loader resolves (stepscope.models.weight_layouts)
+    defaults: dict[str, Any]  # the seed's sampler settings for keys a request leaves out
+    tiny_lora_match: str  # substring of the linear layers a tiny stand-in LoRA adapts
+
+    # ----- weights -----
+    def make_tiny_weights(self, out_dir: Path) -> Path:
+        """Write a small random twin in the real layout, loadable by `load_pipeline` (tests, demo)."""
+        ...
 
     def load_pipeline(
         self,
@@ -54,25 +67,35 @@ class FamilyAdapter(Protocol):
         dtype: torch.dtype,
         vram: dict | None,
         sources: dict[str, str | Path] | None = None,
-    ) -> Any: ...
+    ) -> Any:
+        """The diffsynth pipeline from local folders only (never downloads); `vram` is diffsynth's
+        per-model VRAM config of the memory preset, `sources` the folders of the family's other repos."""
+        ...
 
     def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype) -> Any:
         """A pipeline holding only what `decode_latent` needs (the video VAE decoder)."""
         ...
 
-    def decode_latent(self, pipe: Any, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
-        """Frames of one stored video latent (x0_hat), decoded with the run's recorded settings."""
+    def lora_targets(self, pipe: Any) -> dict[str, torch.nn.Module]:
+        """The modules a LoRA's `target` may name (the DiT, or each Wan2.2 expert)."""
         ...
 
-    def lora_targets(self, pipe: Any) -> dict[str, torch.nn.Module]: ...
+    # ----- one sampling run, piece by piece (the pipeline's __call__) -----
+    def call_kwargs(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The pipeline's ``__call__`` arguments for a request (family defaults filled in)."""
+        ...
 
-    def call_kwargs(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def prepare(self, pipe: Any, call_kwargs: dict[str, Any]) -> Prepared:
+        """Run the pipeline's units (text, image, noise embeddings) once per run."""
+        ...
 
-    def prepare(self, pipe: Any, call_kwargs: dict[str, Any]) -> Prepared: ...
+    def seed_latents(self, pipe: Any, prepared: Prepared, seed: int) -> Any:
+        """The initial noise state for one seed, drawn as the pipeline draws it."""
+        ...
 
-    def seed_latents(self, pipe: Any, prepared: Prepared, seed: int) -> Any: ...
-
-    def expert_for_step(self, pipe: Any, prepared: Prepared, step: int) -> str: ...
+    def expert_for_step(self, pipe: Any, prepared: Prepared, step: int) -> str:
+        """Which of `experts` runs this step (Wan2.2 switches at the boundary timestep)."""
+        ...
 
     def velocity(
         self,
@@ -82,19 +105,46 @@ class FamilyAdapter(Protocol):
         latents: Any,
         step: int,
         on_pass: Callable[[str], None],
-    ) -> Any: ...
+    ) -> Any:
+        """The CFG-combined model output of one step; calls ``on_pass("cond"|"uncond")`` before each
+        model pass so capture hooks know which pass they see."""
+        ...
 
     def scheduler_step(
         self, pipe: Any, prepared: Prepared, velocity: Any, step: int, latents: Any, to_final: bool
-    ) -> Any: ...
+    ) -> Any:
+        """The next state; with ``to_final`` the clean-video estimate x0-hat of this step instead."""
+        ...
 
-    def video_latent(self, latents: Any) -> torch.Tensor: ...
+    def video_latent(self, latents: Any) -> torch.Tensor:
+        """The video part of a state (what x0-hat records and decoding use)."""
+        ...
 
-    def decode(self, pipe: Any, prepared: Prepared, latents: Any) -> np.ndarray: ...
+    def decode(self, pipe: Any, prepared: Prepared, latents: Any) -> np.ndarray:
+        """Frames (T, H, W, 3) uint8 of the final state, as the pipeline decodes them."""
+        ...
 
-    def dit_modules(self, pipe: Any) -> dict[str, torch.nn.Module]: ...
+    def decode_latent(self, pipe: Any, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
+        """Frames of one stored video latent (x0_hat), decoded with the run's recorded settings."""
+        ...
 
-    def patch_embedding(self, dit: torch.nn.Module) -> torch.nn.Module | None: ...
+    # ----- hidden states -----
+    def dit_modules(self, pipe: Any) -> dict[str, torch.nn.Module]:
+        """Each expert's DiT by name (capture and probes hook their blocks)."""
+        ...
+
+    def patch_embedding(self, dit: torch.nn.Module) -> torch.nn.Module | None:
+        """The DiT's patch embedding, whose output grid gives the token grid (None: see `token_grid`)."""
+        ...
+
+    def check_capture_safe(self, pipe: Any, call_kwargs: dict[str, Any]) -> None:
+        """Refuse settings under which per-token hidden states cannot be mapped to the video grid."""
+        ...
+
+    # Optional, looked up with hasattr by their one caller:
+    #   token_grid(pipe, prepared, latents) -> (F, H, W): the token grid when `patch_embedding` is None
+    #   decode_audio(pipe, prepared, latents) -> (waveform, sample_rate): an audio track (LTX)
+    #   untiled_decode_gib(latent_shape) -> float: GPU memory an untiled decode needs (decode.tiled: auto)
 
 
 def signature_defaults(function: Callable) -> dict[str, Any]:
