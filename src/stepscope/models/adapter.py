@@ -16,8 +16,10 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from diffsynth.core import ModelConfig
 
 from stepscope.errors import StepScopeError  # noqa: F401  (re-exported: families raise it)
+from stepscope.models.tiny import register_tiny_configs
 from stepscope.models.weight_layouts import MAIN, WeightLayout, family_sources
 
 
@@ -224,10 +226,6 @@ def local_model_configs(
     downloads). A tiny twin's registry entries are added first, so real and tiny weights load the
     same way.
     """
-    from diffsynth.core import ModelConfig
-
-    from stepscope.models.tiny import register_tiny_configs
-
     files = resolve_layout(family, weights_dir, layout, sources)
     for folder in set(source_folders(family, weights_dir, sources).values()):
         register_tiny_configs(folder)

@@ -7,12 +7,16 @@ load_pipeline(family, weights_dir, *, device=None, dtype=None, loras=None, offlo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffsynth.core import load_state_dict
+from safetensors.torch import save_file
 
+from stepscope.atomic import atomic_path
 from stepscope.errors import StepScopeError
 from stepscope.models.registry import get_family
 from stepscope.models.weights_check import names_bad_weights
@@ -146,8 +150,6 @@ def apply_lora(pipe, adapter, lora: LoraSpec, *, hotload: bool = True) -> dict[s
     Like diffsynth, layers the model lacks are skipped, but we report them (returned and kept in
     the records' provenance); a LoRA that matches no layer, or whose shapes do not fit, is refused.
     """
-    from diffsynth.core import load_state_dict
-
     path = Path(lora.path)
     if not path.is_file():
         raise StepScopeError(
@@ -224,8 +226,6 @@ def make_tiny_lora(
     match: str = "self_attn.q",
 ) -> Path:
     """A random LoRA (diffsynth key format) for the linear layers whose name contains `match`."""
-    from safetensors.torch import save_file
-
     generator = torch.Generator().manual_seed(seed)
     tensors: dict[str, Any] = {}
     for name, layer in lora_layer_names(module).items():
@@ -235,7 +235,6 @@ def make_tiny_lora(
             tensors[f"{name}.lora_B.weight"] = torch.randn(out_features, rank, generator=generator) * scale
     if not tensors:
         raise StepScopeError(f"no linear layer matches {match!r}")
-    from stepscope.atomic import atomic_path
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -245,8 +244,6 @@ def make_tiny_lora(
 
 def cap_gpu_memory() -> None:
     """Honour STEPSCOPE_GPU_MEMORY_GIB (e.g. 80 on a 141 GB H200): rehearse a smaller GPU's limit."""
-    import os
-
     gib = os.environ.get("STEPSCOPE_GPU_MEMORY_GIB")
     if gib and torch.cuda.is_available():
         total = torch.cuda.get_device_properties(0).total_memory

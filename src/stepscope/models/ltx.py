@@ -33,6 +33,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from diffsynth.core import ModelConfig
+from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
 
 from stepscope.models.adapter import (
     Prepared,
@@ -117,9 +119,6 @@ class LTXFamily:
 
         `sources["text_encoder"]` is the Gemma-3 folder; by default `<weights_dir>/<its repo id>`.
         """
-        from diffsynth.core import ModelConfig
-        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
-
         files, configs = local_model_configs(self.name, weights_dir, self.layout, LOAD_ORDER, vram, sources)
         pipe = LTX2AudioVideoPipeline.from_pretrained(
             torch_dtype=dtype,
@@ -151,8 +150,6 @@ class LTXFamily:
     def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype):
         """A pipeline holding only the video VAE decoder: step decoding needs nothing else (the
         22B DiT and the 12B Gemma would take minutes and most of the GPU)."""
-        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
-
         decoder = tuple(spec for spec in self.layout if spec.component == "video_vae_decoder")
         _, configs = local_model_configs(self.name, weights_dir, decoder, ["video_vae_decoder"])
         pipe = LTX2AudioVideoPipeline(device=device, torch_dtype=dtype)
@@ -359,8 +356,6 @@ class LTXFamily:
 
     def decode_latent(self, pipe, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
         """Frames of one recorded video latent (an x0_hat), decoded as the run's final video was."""
-        from diffsynth.pipelines.ltx2_audio_video import LTX2AudioVideoPipeline
-
         args = signature_defaults(LTX2AudioVideoPipeline.__call__)
         args.update(
             tiled=bool(settings.get("tiled", True)),

@@ -33,6 +33,7 @@ from diffsynth.models.ltx2_video_vae import (
     make_conv_nd,
 )
 from torch import nn
+from transformers import Gemma3Config, Gemma3ForConditionalGeneration
 
 from stepscope.atomic import write_json
 from stepscope.models.tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
@@ -193,8 +194,6 @@ class TinyLTX2TextEncoder(LTX2TextEncoder):
         vision_hidden_size: int = 16,
         vision_layers: int = 1,
     ):
-        from transformers import Gemma3Config, Gemma3ForConditionalGeneration
-
         pattern = ["sliding_attention"] * 5 + ["full_attention"]
         config = Gemma3Config(
             text_config={

@@ -30,5 +30,7 @@ def get_family(name: str) -> FamilyAdapter:
     try:
         module, attribute = FAMILIES[name].split(":")
     except KeyError:
-        raise StepScopeError(f"unknown model family {name!r}: choose one of {', '.join(FAMILY_NAMES)}") from None
+        raise StepScopeError(
+            f"unknown model family {name!r}: choose one of {', '.join(FAMILY_NAMES)}"
+        ) from None
     return getattr(importlib.import_module(module), attribute)

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffsynth.configs import MODEL_CONFIGS
+from diffsynth.core.loader.file import hash_model_file
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
 
 TINY_MANIFEST = "stepscope_tiny.json"
 
@@ -42,9 +47,6 @@ def write_tiny_component(
     `storage_dtype` bfloat16 halves the size of wide components (as real checkpoints are bf16).
     Returns the registry entry for the file.
     """
-    from diffsynth.core.loader.file import hash_model_file
-    from safetensors.torch import save_file
-
     if state_dict is None:
         torch.manual_seed(seed)
         model = model_class(**kwargs)
@@ -86,8 +88,6 @@ def current_class_path(path: str) -> str:
 
 def register_tiny_configs(weights_dir: Path) -> list[dict[str, Any]]:
     """Add a tiny twin's entries to diffsynth's model registry (no-op for real weights)."""
-    from diffsynth.configs import MODEL_CONFIGS
-
     manifest = Path(weights_dir) / TINY_MANIFEST
     if not manifest.exists():
         return []
@@ -114,9 +114,6 @@ def write_word_tokenizer(out_dir: Path, vocab_size: int) -> int:
     really sees the prompt) while the vocabulary stays tiny. `vocab_size` is the size the
     text encoder's embedding is built with (>= the tokenizer's own vocabulary).
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<pad>", "</s>", "<unk>"]
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"-()")
     tokens = specials + chars + [f"##{c}" for c in chars]

@@ -9,7 +9,7 @@ code and state-dict layout of the originals and only swap in the same inner arch
 from __future__ import annotations
 
 import torch
-from diffsynth.models.wan_video_image_encoder import WanImageEncoder, XLMRobertaCLIP
+from diffsynth.models.wan_video_image_encoder import WanImageEncoder, XLMRobertaCLIP, _clip
 from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
 
 
@@ -68,7 +68,6 @@ class TinyWanImageEncoder(WanImageEncoder):
 
     def __init__(self, image_size: int = 28, vision_layers: int = 2):
         torch.nn.Module.__init__(self)
-        from diffsynth.models.wan_video_image_encoder import _clip
 
         self.model, self.transforms = _clip(
             pretrained=False,

@@ -15,6 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffsynth.core import ModelConfig
+from diffsynth.models.wan_video_dit import WanModel
+from diffsynth.models.wan_video_text_encoder import WanTextEncoder
+from diffsynth.pipelines.wan_video import WanVideoPipeline
 from PIL import Image
 
 from stepscope.atomic import write_json
@@ -26,6 +30,7 @@ from stepscope.models.adapter import (
     uint8_frames,
 )
 from stepscope.models.tiny import TINY_MANIFEST, write_tiny_component, write_word_tokenizer
+from stepscope.models.tiny_modules import TinyWanImageEncoder, TinyWanVideoVAE
 from stepscope.models.weight_layouts import WAN21_LAYOUT, WAN22_LAYOUT
 from stepscope.models.weight_layouts import WAN_CLIP as CLIP
 from stepscope.models.weight_layouts import WAN_TEXT_ENCODER as TEXT_ENCODER
@@ -94,11 +99,6 @@ class WanFamily:
     # ----- weights -------------------------------------------------------------------------
     def make_tiny_weights(self, out_dir: Path, dims: TinyWanDims = TinyWanDims(), seed: int = 0) -> Path:
         """Write a tiny twin in the real folder layout, through the real state-dict formats."""
-        from diffsynth.models.wan_video_dit import WanModel
-        from diffsynth.models.wan_video_text_encoder import WanTextEncoder
-
-        from stepscope.models.tiny_modules import TinyWanImageEncoder, TinyWanVideoVAE
-
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest = []
@@ -196,9 +196,6 @@ class WanFamily:
     ):
         """Load through diffsynth's own `from_pretrained` with local paths (never downloads).
         The Wan repos hold every file, so `sources` is unused."""
-        from diffsynth.core import ModelConfig
-        from diffsynth.pipelines.wan_video import WanVideoPipeline
-
         order = ["dit", "dit2", "text_encoder", "vae", "image_encoder"]
         files, configs = local_model_configs(self.name, weights_dir, self.layout, order, vram)
         pipe = WanVideoPipeline.from_pretrained(
@@ -216,8 +213,6 @@ class WanFamily:
 
     def load_decoder(self, weights_dir: Path, *, device: str, dtype: torch.dtype):
         """A pipeline holding only the VAE: step decoding needs nothing else (and 14B DiTs take minutes)."""
-        from diffsynth.pipelines.wan_video import WanVideoPipeline
-
         _, configs = local_model_configs(self.name, weights_dir, (VAE,), ["vae"])
         return WanVideoPipeline.from_pretrained(
             torch_dtype=dtype,
