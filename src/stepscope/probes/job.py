@@ -22,6 +22,7 @@ from stepscope.models.registry import get_family
 from stepscope.probes.files import PROBE_JSON
 from stepscope.probes.registry import get_probe
 from stepscope.provenance import package_versions, weights_identity
+from stepscope.records import expert_switch_step
 from stepscope.sampling.blocks import block_hooks, forward_hooks, num_blocks, pipe_blocks
 from stepscope.sampling.context import StepContext
 from stepscope.sampling.loop import SampleResult, StepHook, round_shape, sample_lockstep, write_run
@@ -95,9 +96,14 @@ class ProbeJob:
         }
         write_run(self.out / condition["name"], result, meta)
 
-    def write_all(self, results: Sequence[SampleResult], conditions: Sequence[dict[str, Any]]) -> None:
+    def write_sweep(
+        self, results: Sequence[SampleResult], conditions: Sequence[dict[str, Any]], **fields: Any
+    ) -> dict[str, Any]:
+        """Write each condition's run; returns the probe.json fields of the sweep: its conditions, the
+        expert switch step (of the clean run) and `fields`."""
         for result, condition in zip(results, conditions, strict=True):
             self.write(result, condition)
+        return {"conditions": conditions, "switch_step": expert_switch_step(results[0].schedule), **fields}
 
     @contextmanager
     def block_hooks(self, layers: Iterable[int], make_hook: Callable) -> Iterator[None]:
@@ -124,61 +130,6 @@ def resolve_layers(layers: str | Sequence[int] | None, count: int) -> list[int]:
     return chosen
 
 
-def load_probe_job(
-    kind: str,
-    family: str,
-    weights_dir: str,
-    loras: list[dict[str, Any]],
-    settings: dict[str, Any],
-    record: dict[str, Any],
-    info: dict[str, Any],
-    device: dict[str, Any],
-    sources: dict[str, str] | None,
-    *,
-    seed: int,
-    out: Path,
-    labels: dict[str, Any],
-    swap_source: dict[str, Any] | None,
-) -> ProbeJob:
-    """Load the pipeline and work out the run shape and shared provenance of one probe job."""
-    steps = int(settings["steps"])
-    spec = record_spec(record, steps, int(settings.get("fps", 16)))
-    if get_probe(kind).x0_every_step:
-        spec = dataclasses.replace(spec, x0_steps=None)
-    started = time.perf_counter()
-    pipe = load_job_pipeline(family, weights_dir, loras, device, sources)
-    load_s = time.perf_counter() - started
-    adapter = get_family(family)
-    height, width, num_frames = resolve_shape(settings, info)
-    base_meta = {
-        "variant_settings": settings,
-        "record": record,
-        "weights": weights_identity(weights_dir, sources),
-        "loras": pipe.stepscope_loras,
-        "device": str(pipe.device),
-        "dtype": str(pipe.torch_dtype),
-        "timings": {"load_s": load_s},
-    }
-    return ProbeJob(
-        kind,
-        pipe,
-        adapter,
-        settings,
-        spec,
-        height,
-        width,
-        num_frames,
-        steps,
-        load_s,
-        base_meta,
-        info,
-        seed,
-        out,
-        labels,
-        swap_source,
-    )
-
-
 def probe_job(
     *,
     kind: str,
@@ -198,21 +149,40 @@ def probe_job(
 ) -> dict[str, Any]:
     """Run one probe's whole sweep on one input with one model load; write a run directory per
     condition (``clean`` / ``target`` / ``source`` first) and ``probe.json`` last."""
-    run = get_probe(kind).part("run")
+    probe = get_probe(kind)
     started = time.perf_counter()
     labels = dict(labels or {})
     info = resolve_input(source)
+    steps = int(settings["steps"])
+    record_settings = record_spec(record, steps, int(settings.get("fps", 16)))
+    if probe.x0_every_step:
+        record_settings = dataclasses.replace(record_settings, x0_steps=None)
+    loading = time.perf_counter()
+    pipe = load_job_pipeline(family, weights_dir, loras, device or {}, sources)
+    load_s = time.perf_counter() - loading
+    height, width, num_frames = resolve_shape(settings, info)
     out = Path(out_dir)
-    job = load_probe_job(
-        kind,
-        family,
-        weights_dir,
-        loras,
-        settings,
-        record,
-        info,
-        device or {},
-        sources,
+    job = ProbeJob(
+        kind=kind,
+        pipe=pipe,
+        adapter=get_family(family),
+        settings=settings,
+        record=record_settings,
+        height=height,
+        width=width,
+        num_frames=num_frames,
+        steps=steps,
+        load_s=load_s,
+        base_meta={
+            "variant_settings": settings,
+            "record": record,
+            "weights": weights_identity(weights_dir, sources),
+            "loras": pipe.stepscope_loras,
+            "device": str(pipe.device),
+            "dtype": str(pipe.torch_dtype),
+            "timings": {"load_s": load_s},
+        },
+        info=info,
         seed=int(seed),
         out=out,
         labels=labels,
@@ -229,7 +199,7 @@ def probe_job(
         "num_steps": job.steps,
         "family": family,
     }
-    summary.update(run(job, spec))
+    summary.update(probe.part("run")(job, spec))
     summary["versions"] = package_versions()
     summary["timings"] = {"load_s": job.load_s, "total_s": time.perf_counter() - started}
     write_json(out / PROBE_JSON, summary)

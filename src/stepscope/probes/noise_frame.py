@@ -19,7 +19,6 @@ from stepscope.probes.common import (
 )
 from stepscope.probes.files import CLEAN
 from stepscope.probes.job import ProbeJob
-from stepscope.records import expert_switch_step
 from stepscope.stepspec import resolve_steps
 
 
@@ -87,9 +86,4 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
         {"name": f"frame{frame:04d}", "frame": frame, "strength": strength, "noise_seed": noise_seed}
         for frame in frames
     ]
-    job.write_all(results, conditions)
-    return {
-        "conditions": conditions,
-        "switch_step": expert_switch_step(results[0].schedule),
-        "latent_frames": count,
-    }
+    return job.write_sweep(results, conditions, latent_frames=count)

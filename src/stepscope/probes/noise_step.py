@@ -8,7 +8,6 @@ from typing import Any
 from stepscope.probes.common import HookChain, NoiseAtStep, noise_settings
 from stepscope.probes.files import CLEAN
 from stepscope.probes.job import ProbeJob
-from stepscope.records import expert_switch_step
 from stepscope.stepspec import resolve_steps
 
 
@@ -30,6 +29,4 @@ def step_sweep(job: ProbeJob, spec: dict[str, Any]) -> tuple[HookChain, list[dic
 
 def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
     hook, conditions = step_sweep(job, spec)
-    results = job.sample(len(conditions), hook)
-    job.write_all(results, conditions)
-    return {"conditions": conditions, "switch_step": expert_switch_step(results[0].schedule)}
+    return job.write_sweep(job.sample(len(conditions), hook), conditions)

@@ -1,9 +1,10 @@
 """The probes by name: the one list the workflow (rules/probes_common.smk), the config schema's test
-and both probe jobs read. Adding a probe = one module plus one `Probe` line here (docs/probes.md).
+and both probe jobs read. Adding a probe = its module ``stepscope.probes.<name>`` (with ``run``) plus
+one `Probe` entry in `PROBES`, and its config section in the schema (docs/probes.md).
 
-Each part is named as ``"module:function"`` and imported only when used, so that naming the probes
-imports nothing: the GPU job imports a probe's sweep (torch, diffsynth), the CPU table job its table,
-summary and figure code (torch-free, except tables that compare latents).
+Parts are named ``"module:function"`` (modules of this package) and imported only when used, so
+naming the probes imports nothing: the GPU job imports a probe's sweep (torch, diffsynth), the CPU
+table job its table, summary and figure code (torch-free, except tables that compare latents).
 """
 
 from __future__ import annotations
@@ -26,51 +27,37 @@ class Probe:
     """
 
     name: str
-    run: str
     table: str
     summary: str
     figures: str
     x0_every_step: bool = False
 
+    @property
+    def run(self) -> str:
+        """The sweep is ``run`` in the probe's own module, ``stepscope.probes.<name>``."""
+        return f"{self.name}:run"
+
     def part(self, name: str) -> Callable:
         """The named part (``run``, ``table``, ``summary``, ``figures``), imported now."""
         module, _, function = getattr(self, name).partition(":")
-        return getattr(importlib.import_module(module), function)
+        return getattr(importlib.import_module(f"stepscope.probes.{module}"), function)
 
 
-_P = "stepscope.probes."
 PROBES: dict[str, Probe] = {
     probe.name: probe
     for probe in (
+        Probe("noise_step", "tables:noise_table", "tables:noise_step_summary", "figures:noise_step_figures"),
         Probe(
-            "noise_step",
-            run=_P + "noise_step:run",
-            table=_P + "tables:noise_table",
-            summary=_P + "tables:noise_step_summary",
-            figures=_P + "figures:noise_step_figures",
-        ),
-        Probe(
-            "noise_frame",
-            run=_P + "noise_frame:run",
-            table=_P + "tables:noise_table",
-            summary=_P + "tables:noise_frame_summary",
-            figures=_P + "figures:noise_frame_figures",
+            "noise_frame", "tables:noise_table", "tables:noise_frame_summary", "figures:noise_frame_figures"
         ),
         Probe(
             "sensitivity",
-            run=_P + "sensitivity:run",
-            table=_P + "latent_tables:sensitivity_table",
-            summary=_P + "tables:sensitivity_summary",
-            figures=_P + "figures:sensitivity_figures",
+            "latent_tables:sensitivity_table",
+            "tables:sensitivity_summary",
+            "figures:sensitivity_figures",
             x0_every_step=True,
         ),
-        Probe(
-            "token_swap",
-            run=_P + "token_swap:run",
-            table=_P + "latent_tables:swap_table",
-            summary=_P + "tables:swap_summary",
-            figures=_P + "figures:token_swap_figures",
-        ),
+        Probe("token_swap", "latent_tables:swap_table", "tables:swap_summary", "figures:token_swap_figures"),
     )
 }
 KINDS = tuple(PROBES)

@@ -17,7 +17,6 @@ from stepscope.probes.common import cka_dissimilarity
 from stepscope.probes.files import HIDDEN_CKA
 from stepscope.probes.job import ProbeJob, resolve_layers
 from stepscope.probes.noise_step import step_sweep
-from stepscope.records import expert_switch_step
 from stepscope.sampling.blocks import block_tokens
 from stepscope.sampling.context import StepContext
 
@@ -83,10 +82,6 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
     hidden = HiddenSensitivity(context, [condition["step"] for condition in conditions[1:]], passes)
     with job.block_hooks(layers, hidden.hook):
         results = job.sample(len(conditions), hook, context=context)
-    job.write_all(results, conditions)
+    fields = job.write_sweep(results, conditions, layers=layers)
     write_parquet(job.out / HIDDEN_CKA, hidden.table())
-    return {
-        "conditions": conditions,
-        "switch_step": expert_switch_step(results[0].schedule),
-        "layers": layers,
-    }
+    return fields

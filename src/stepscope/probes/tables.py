@@ -77,24 +77,25 @@ def noise_frame_summary(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     return noise_summary(table, "frame", metric)
 
 
+SENSITIVITY_SUMMARY_COLUMNS = [
+    "variant",
+    "representation",
+    "injection_step",
+    "mean_after",
+    "final",
+    "n",
+    "peak_step",
+    "switch_step",
+    "peak_is_switch",
+]
+
+
 def sensitivity_summary(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     """Per variant, representation and injection step: mean dissimilarity over the steps from the
     injection on (``mean_after``) and at the last step (``final``); plus the curve's peak step and
     the expert switch, so the two can be told apart."""
     if table.empty:
-        return pd.DataFrame(
-            columns=[
-                "variant",
-                "representation",
-                "injection_step",
-                "mean_after",
-                "final",
-                "n",
-                "peak_step",
-                "switch_step",
-                "peak_is_switch",
-            ]
-        )
+        return pd.DataFrame(columns=SENSITIVITY_SUMMARY_COLUMNS)
     last = table.groupby("variant")["step"].transform("max")
     final = (
         table[table["step"] == last]
@@ -115,19 +116,7 @@ def sensitivity_summary(table: pd.DataFrame, metric: str | None = None) -> pd.Da
     switches = table.groupby("variant")["switch_step"].first()
     summary = summary.merge(peaks, on=["variant", "representation"]).join(switches, on="variant")
     summary["peak_is_switch"] = summary["peak_step"] == summary["switch_step"]
-    return summary[
-        [
-            "variant",
-            "representation",
-            "injection_step",
-            "mean_after",
-            "final",
-            "n",
-            "peak_step",
-            "switch_step",
-            "peak_is_switch",
-        ]
-    ]
+    return summary[SENSITIVITY_SUMMARY_COLUMNS]
 
 
 def swap_summary(table: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:

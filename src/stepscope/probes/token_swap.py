@@ -12,7 +12,6 @@ import torch
 from stepscope.bench import read_sample
 from stepscope.errors import StepScopeError
 from stepscope.probes.job import ProbeJob, resolve_layers
-from stepscope.records import expert_switch_step
 from stepscope.sampling.blocks import block_tokens, replace_block_tokens
 from stepscope.sampling.context import StepContext
 
@@ -138,13 +137,12 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
         {"name": f"layer{layer:02d}", "layer": layer, "step": step, "passes": list(passes)}
         for layer in layers
     ]
-    job.write_all(results, conditions)
-    return {
-        "conditions": conditions,
-        "switch_step": expert_switch_step(results[0].schedule),
-        "step": step,
-        "layers": layers,
-        "passes": list(passes),
-        "source": {key: value for key, value in source_condition.items() if key != "name"},
-        "source_sample_dir": source_info.get("source_sample_dir"),
-    }
+    return job.write_sweep(
+        results,
+        conditions,
+        step=step,
+        layers=layers,
+        passes=list(passes),
+        source={key: value for key, value in source_condition.items() if key != "name"},
+        source_sample_dir=source_info.get("source_sample_dir"),
+    )
