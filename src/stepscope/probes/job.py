@@ -106,7 +106,7 @@ class ProbeJob:
         return {"conditions": conditions, "switch_step": expert_switch_step(results[0].schedule), **fields}
 
     @contextmanager
-    def block_hooks(self, layers: Iterable[int], make_hook: Callable) -> Iterator[None]:
+    def hooks_on_blocks(self, layers: Iterable[int], make_hook: Callable) -> Iterator[None]:
         """`make_hook(layer, expert)` on the listed blocks of every DiT while the block runs."""
         with forward_hooks(block_hooks(pipe_blocks(self.pipe, self.adapter), layers, make_hook)):
             yield

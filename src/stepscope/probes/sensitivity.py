@@ -80,7 +80,7 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
     passes = tuple(spec.get("passes", ("cond",)))
     context = StepContext()
     hidden = HiddenSensitivity(context, [condition["step"] for condition in conditions[1:]], passes)
-    with job.block_hooks(layers, hidden.hook):
+    with job.hooks_on_blocks(layers, hidden.hook):
         results = job.sample(len(conditions), hook, context=context)
     fields = job.write_sweep(results, conditions, layers=layers)
     write_parquet(job.out / HIDDEN_CKA, hidden.table())

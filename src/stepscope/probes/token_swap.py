@@ -109,7 +109,7 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
 
     source_context = StepContext()
     capture = TokenCapture(source_context, step, passes, store=store)
-    with job.block_hooks(layers, capture.hook):
+    with job.hooks_on_blocks(layers, capture.hook):
         source_result = job.sample(1, info=source_info, context=source_context)[0]
     source_condition = {
         "name": "source",
@@ -125,7 +125,7 @@ def run(job: ProbeJob, spec: dict[str, Any]) -> dict[str, Any]:
 
     context = StepContext()
     swap = TokenSwap(context, step, [None, *layers], capture.tokens, passes)
-    with job.block_hooks(layers, swap.hook):
+    with job.hooks_on_blocks(layers, swap.hook):
         results = job.sample(1 + len(layers), context=context)
     expected = len(layers) * len(passes)
     if swap.swaps != expected:
