@@ -209,6 +209,52 @@ def test_swap_with_identical_inputs_changes_nothing(tiny_pipe, test_image, clean
         assert not torch.equal(result.final_latent, clean_run.final_latent)
 
 
+# ----- step context and block hooks -------------------------------------------------------------
+
+
+def test_the_loop_publishes_step_trajectory_pass_and_expert_to_block_hooks(tiny_pipe, test_image):
+    pipe = tiny_pipe("wan2.2")
+    context = StepContext()
+    seen = []
+
+    def make_hook(layer, expert):
+        return lambda module, inputs, output: seen.append(
+            (context.step, context.trajectory, context.pass_, context.expert, expert)
+        )
+
+    with forward_hooks(block_hooks(pipe_blocks(pipe, get_family("wan2.2")), [0], make_hook)):
+        (result, _) = sample_lockstep(
+            pipe,
+            "wan2.2",
+            image=test_image,
+            seeds=[1, 2],
+            num_inference_steps=STEPS,
+            decode=False,
+            context=context,
+            **RUN,
+        )
+    experts = [row["expert"] for row in result.schedule]
+    assert len(set(experts)) == 2  # the sweep crosses the expert switch
+    assert seen == [
+        (step, trajectory, pass_, experts[step], experts[step])
+        for step in range(STEPS)
+        for trajectory in (0, 1)
+        for pass_ in ("cond", "uncond")
+    ]
+    assert context.pass_ is None  # no pass runs outside a velocity evaluation
+
+
+def test_block_hooks_are_removed_even_when_the_run_fails(tiny_pipe):
+    blocks = pipe_blocks(tiny_pipe("wan2.2"), get_family("wan2.2"))
+    with pytest.raises(RuntimeError, match="boom"):
+        with forward_hooks(block_hooks(blocks, [0, 3], lambda layer, expert: lambda *args: None)):
+            assert all(listed[0]._forward_hooks for listed in blocks.values())
+            raise RuntimeError("boom")
+    assert not any(block._forward_hooks for listed in blocks.values() for block in listed)
+    with pytest.raises(ValueError, match="layer 9 does not exist: the .* DiT has 4 blocks"):
+        block_hooks(blocks, [9], lambda layer, expert: None)
+
+
 # ----- jobs end to end --------------------------------------------------------------------------
 
 
