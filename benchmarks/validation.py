@@ -4,7 +4,7 @@
 
 On a held-out generated bench (the demo generator's own seed stream; training used another) it
 runs the workflow's own job functions (`jobs.sample_run`, `jobs.decode_run`,
-`analysis_jobs.score_run_job`, `probes.probe_job`, ensembles through `sample_run`) with the demo
+`analysis_jobs.score_run_job`, `probes.job.probe_job`, ensembles through `sample_run`) with the demo
 variant's settings, and writes benchmarks/results/validation.json:
 
 * scores per task (builtin scorer, metric `total`) for the trained twin, the random twin and the
@@ -38,13 +38,9 @@ from stepscope.bench import EITHER_TASK, FIRST_FRAME, generate_demo_bench, sampl
 from stepscope.jobs.analysis import score_run_job  # noqa: E402
 from stepscope.jobs.runs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run  # noqa: E402
 from stepscope.models.loading import limit_cpu_threads, make_tiny_weights  # noqa: E402
-from stepscope.probes.core import (  # noqa: E402
-    noise_summary,
-    noise_table,
-    probe_job,
-    sensitivity_summary,
-    sensitivity_table,
-)
+from stepscope.probes.job import probe_job  # noqa: E402
+from stepscope.probes.latent_tables import sensitivity_table  # noqa: E402
+from stepscope.probes.tables import noise_summary, noise_table, sensitivity_summary  # noqa: E402
 from stepscope.records import RunRecords, expert_switch_step, read_video  # noqa: E402
 from stepscope.training.twin import TRAIN_TASKS  # noqa: E402
 

@@ -21,6 +21,7 @@ from stepscope.models.ltx import LTX23, LTX_NEGATIVE_PROMPT, AVLatents  # noqa: 
 from stepscope.models.registry import get_family  # noqa: E402
 from stepscope.models.weight_layouts import LTX_GEMMA_DIR as GEMMA_DIR  # noqa: E402
 from stepscope.sampling.capture import CaptureSpec, Recorder  # noqa: E402
+from stepscope.sampling.context import StepContext  # noqa: E402
 from stepscope.sampling.loop import RecordSpec, sample, sample_lockstep  # noqa: E402
 
 PROMPT = "move the red square to the green target"
@@ -37,10 +38,11 @@ def _capture_wired() -> bool:
 
     if "token_grid" not in inspect.getsource(stepscope.sampling.loop):
         return False
-    recorder = Recorder(CaptureSpec(layers=(0,), passes=("cond",)))
-    recorder.step, recorder.grid = 0, (1, 1, 2)
+    recorder = Recorder(
+        CaptureSpec(layers=(0,), passes=("cond",)), StepContext(step=0, pass_="cond", grid=(1, 1, 2))
+    )
     try:
-        recorder._block_hook(0)(None, (), (SimpleNamespace(x=torch.ones(1, 2, 4)), None))
+        recorder._block_hook(0, "dit")(None, (), (SimpleNamespace(x=torch.ones(1, 2, 4)), None))
     except AttributeError:
         return False
     return True

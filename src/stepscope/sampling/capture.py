@@ -15,6 +15,8 @@ import torch
 
 from stepscope.errors import StepScopeError
 from stepscope.records import map_key
+from stepscope.sampling.blocks import BlockHook, block_hooks, block_tokens, dit_blocks
+from stepscope.sampling.context import StepContext
 
 PCA_ITERATIONS = 6
 PCA_OVERSAMPLE = 8
@@ -242,70 +244,57 @@ STORED_DTYPES = {
 
 @dataclass
 class Recorder:
-    """Holds hook state for one sampling run: which step/pass/expert is running, what was captured."""
+    """Hook state for one sampling run: what was captured. Which step, trajectory, CFG pass and expert
+    are running, and the token grid, it reads from the loop's `StepContext`."""
 
     spec: CaptureSpec
-    step: int = -1
-    pass_: str = "cond"
-    expert: str = "dit"
-    seed_index: int = 0
-    grid: tuple[int, int, int] | None = None
+    context: StepContext = field(default_factory=StepContext)
     pending: list[tuple[int, int, str, str, tuple[int, int, int], dict[str, torch.Tensor]]] = field(
         default_factory=list
     )
     maps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     rows: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    handles: list[Any] = field(default_factory=list)
 
     def active(self) -> bool:
-        return self.spec.wants_step(self.step) and self.pass_ in self.spec.passes
+        return self.spec.wants_step(self.context.step) and self.context.pass_ in self.spec.passes
 
-    def attach(
-        self, dits: dict[str, torch.nn.Module], block_list_name: str, patch_embeddings: dict[str, Any]
-    ) -> None:
-        for expert, dit in dits.items():
-            check_hookable(dit, block_list_name)
-            blocks = getattr(dit, block_list_name)
-            for layer in self.spec.layers:
-                if layer >= len(blocks) or layer < -len(blocks):
-                    raise StepScopeError(
-                        f"layer {layer} does not exist: the {expert} DiT has {len(blocks)} blocks (0-{len(blocks) - 1})"
-                    )
-                self.handles.append(blocks[layer].register_forward_hook(self._block_hook(layer)))
-            embedding = patch_embeddings.get(expert)
-            if embedding is not None:
-                self.handles.append(embedding.register_forward_hook(self._grid_hook))
-
-    def detach(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
+    def hooks(
+        self,
+        dits: dict[str, torch.nn.Module],
+        block_list_name: str,
+        patch_embeddings: dict[str, torch.nn.Module | None],
+    ) -> list[tuple[torch.nn.Module, BlockHook]]:
+        """The forward hooks to register (`blocks.forward_hooks`): the captured blocks of every DiT and,
+        where the family has one, the patch embedding that tells the token grid."""
+        pairs = block_hooks(dit_blocks(dits, block_list_name), self.spec.layers, self._block_hook)
+        pairs += [
+            (embedding, self._grid_hook) for embedding in patch_embeddings.values() if embedding is not None
+        ]
+        return pairs
 
     def _grid_hook(self, module, inputs, output) -> None:
-        self.grid = tuple(int(size) for size in output.shape[2:5])
+        self.context.grid = tuple(int(size) for size in output.shape[2:5])
 
-    def set_grid(self, grid: tuple[int, int, int]) -> None:
-        self.grid = grid
-
-    def _block_hook(self, layer: int):
+    def _block_hook(self, layer: int, expert: str):
         def hook(module, inputs, output):
             if not self.active():
                 return
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden = getattr(hidden, "x", hidden)  # LTX blocks return (video, audio) TransformerArgs
-            if self.grid is None:
+            context = self.context
+            if context.grid is None:
                 raise StepScopeError(
                     "patch grid unknown: the patch-embedding hook did not fire before the block"
                 )
-            tokens = hidden[0] if hidden.dim() == 3 else hidden
-            reduced = reduce_on_device(tokens, self.grid, self.spec.top_k)
-            self.pending.append((self.seed_index, layer, self.pass_, self.expert, self.grid, reduced))
+            reduced = reduce_on_device(block_tokens(output), context.grid, self.spec.top_k)
+            self.pending.append(
+                (context.trajectory, layer, context.pass_, context.expert, context.grid, reduced)
+            )
 
         return hook
 
     def flush(self) -> None:
         """Copy this step's reduced maps to the host (one sync per step, not per hook)."""
-        spatial = self.spec.wants_spatial_maps(self.step)
+        step = self.context.step
+        spatial = self.spec.wants_spatial_maps(step)
         for seed_index, layer, pass_, expert, grid, reduced in self.pending:
             done = finish_reduction(reduced, grid)
             pca_exact = bool(done.pop("pca_exact"))
@@ -316,11 +305,11 @@ class Recorder:
             }
             store = self.maps.setdefault(seed_index, {})
             for name, array in arrays.items():
-                store[map_key(layer, self.step, pass_, name)] = array
+                store[map_key(layer, step, pass_, name)] = array
             f, h, w = arrays["norm"].shape
             self.rows.setdefault(seed_index, []).append(
                 {
-                    "step": self.step,
+                    "step": step,
                     "layer": layer,
                     "pass": pass_,
                     "expert": expert,
@@ -333,21 +322,3 @@ class Recorder:
                 }
             )
         self.pending.clear()
-
-
-def check_hookable(dit: torch.nn.Module, block_list_name: str) -> None:
-    """Refuse models whose compiled graphs would bypass Python forward hooks."""
-    blocks = getattr(dit, block_list_name, None)
-    if blocks is None:
-        raise StepScopeError(f"{type(dit).__name__} has no `{block_list_name}`: cannot capture its blocks")
-    compiled = [
-        module
-        for module in [dit, *blocks]
-        if getattr(module, "_compiled_call_impl", None) is not None
-        or type(module).__name__ == "OptimizedModule"
-    ]
-    if compiled:
-        raise StepScopeError(
-            "the DiT (or its blocks) is torch.compile'd: compiled graphs ignore hooks registered afterwards, "
-            "so captures would be silently missing. Load the pipeline without compile_pipeline() to capture."
-        )

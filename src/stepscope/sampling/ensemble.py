@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from stepscope.errors import StepScopeError
 from stepscope.sampling.hooks import StepHook
-
-if TYPE_CHECKING:
-    pass
 
 STRATEGIES = ("latent", "velocity", "x0")
 NAME = re.compile(r"^ens-(latent|velocity|x0)-k(\d+)-(\d+)-(\d+)(-rescale)?$")

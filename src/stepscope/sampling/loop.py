@@ -26,7 +26,9 @@ from stepscope.models.adapter import FamilyAdapter
 from stepscope.models.registry import get_family
 from stepscope.models.wan import load_image
 from stepscope.provenance import package_versions
+from stepscope.sampling.blocks import forward_hooks
 from stepscope.sampling.capture import CaptureSpec, Recorder
+from stepscope.sampling.context import StepContext
 from stepscope.sampling.hooks import StepHook  # noqa: F401  (part of this module's interface)
 
 
@@ -106,10 +108,12 @@ def sample_lockstep(
     hook: StepHook | None = None,
     decode: bool = True,
     extra: dict[str, Any] | None = None,
+    context: StepContext | None = None,
 ) -> list[SampleResult]:
     """Run K seeds in lockstep; returns one result per seed (in the order of `seeds`).
 
-    Settings left None take the family's defaults (the seed's: `adapter.defaults`).
+    Settings left None take the family's defaults (the seed's: `adapter.defaults`). `context` is
+    where the loop publishes its state for block hooks registered by the caller (probes).
     """
     adapter = get_family(family) if isinstance(family, str) else family
     if not prompt or not prompt.strip():
@@ -146,64 +150,59 @@ def sample_lockstep(
     request.update({key: value for key, value in optional.items() if value is not None})
     call_kwargs = adapter.call_kwargs(request)
     record = record or RecordSpec(x0_steps=frozenset(), capture=None)
+    context = context if context is not None else StepContext()
     recorder = None
+    block_hooks = []
     if record.capture is not None:
         adapter.check_capture_safe(pipe, call_kwargs)
-        recorder = Recorder(record.capture)
+        recorder = Recorder(record.capture, context)
         dits = adapter.dit_modules(pipe)
-        recorder.attach(
+        block_hooks = recorder.hooks(
             dits, adapter.block_list_name, {name: adapter.patch_embedding(dit) for name, dit in dits.items()}
         )
 
-    try:
-        with torch.no_grad():
-            prepared = adapter.prepare(pipe, call_kwargs)
-            units_done = time.perf_counter()
-            latents = [adapter.seed_latents(pipe, prepared, int(seed)) for seed in seeds]
-            x0_hats: list[dict[int, torch.Tensor]] = [{} for _ in seeds]
-            schedule = []
-            for step in range(len(pipe.scheduler.timesteps)):
-                sigma = float(pipe.scheduler.sigmas[step])
-                expert = adapter.expert_for_step(pipe, prepared, step)
-                if hook is not None:
-                    latents = hook.on_latents(step, sigma, latents) or latents
-                velocities = []
-                for index, state in enumerate(latents):
-                    if recorder is not None:
-                        recorder.step, recorder.expert, recorder.seed_index = step, expert, index
-                        if hasattr(adapter, "token_grid"):
-                            recorder.set_grid(adapter.token_grid(pipe, prepared, state))
-                    velocities.append(
-                        adapter.velocity(pipe, prepared, expert, state, step, _pass_setter(recorder))
-                    )
-                if recorder is not None:
-                    recorder.flush()
-                if hook is not None:
-                    velocities = hook.on_velocity(step, sigma, latents, velocities) or velocities
-                wants_x0 = record.wants_x0(step)
-                for index, (state, velocity) in enumerate(zip(latents, velocities, strict=True)):
-                    if wants_x0:
-                        x0 = adapter.scheduler_step(pipe, prepared, velocity, step, state, to_final=True)
-                        x0_hats[index][step] = adapter.video_latent(x0)[0].detach().to("cpu", torch.float16)
-                    latents[index] = adapter.scheduler_step(
-                        pipe, prepared, velocity, step, state, to_final=False
-                    )
-                schedule.append(
-                    {
-                        "step": step,
-                        "timestep": float(pipe.scheduler.timesteps[step]),
-                        "sigma": sigma,
-                        "expert": expert,
-                        "recorded": wants_x0,
-                    }
-                )
-            denoise_done = time.perf_counter()
-            frames = [adapter.decode(pipe, prepared, state) if decode else None for state in latents]
-            audio = [_decode_audio(adapter, pipe, prepared, state) if decode else None for state in latents]
-            decode_done = time.perf_counter()
-    finally:
-        if recorder is not None:
-            recorder.detach()
+    with forward_hooks(block_hooks), torch.no_grad():
+        prepared = adapter.prepare(pipe, call_kwargs)
+        units_done = time.perf_counter()
+        latents = [adapter.seed_latents(pipe, prepared, int(seed)) for seed in seeds]
+        x0_hats: list[dict[int, torch.Tensor]] = [{} for _ in seeds]
+        schedule = []
+        for step in range(len(pipe.scheduler.timesteps)):
+            sigma = float(pipe.scheduler.sigmas[step])
+            expert = adapter.expert_for_step(pipe, prepared, step)
+            context.step, context.expert = step, expert
+            if hook is not None:
+                latents = hook.on_latents(step, sigma, latents) or latents
+            velocities = []
+            for index, state in enumerate(latents):
+                context.trajectory = index
+                if hasattr(adapter, "token_grid"):  # else the patch embedding's hook tells it
+                    context.grid = adapter.token_grid(pipe, prepared, state)
+                velocities.append(adapter.velocity(pipe, prepared, expert, state, step, context.set_pass))
+                context.pass_ = None
+            if recorder is not None:
+                recorder.flush()
+            if hook is not None:
+                velocities = hook.on_velocity(step, sigma, latents, velocities) or velocities
+            wants_x0 = record.wants_x0(step)
+            for index, (state, velocity) in enumerate(zip(latents, velocities, strict=True)):
+                if wants_x0:
+                    x0 = adapter.scheduler_step(pipe, prepared, velocity, step, state, to_final=True)
+                    x0_hats[index][step] = adapter.video_latent(x0)[0].detach().to("cpu", torch.float16)
+                latents[index] = adapter.scheduler_step(pipe, prepared, velocity, step, state, to_final=False)
+            schedule.append(
+                {
+                    "step": step,
+                    "timestep": float(pipe.scheduler.timesteps[step]),
+                    "sigma": sigma,
+                    "expert": expert,
+                    "recorded": wants_x0,
+                }
+            )
+        denoise_done = time.perf_counter()
+        frames = [adapter.decode(pipe, prepared, state) if decode else None for state in latents]
+        audio = [_decode_audio(adapter, pipe, prepared, state) if decode else None for state in latents]
+        decode_done = time.perf_counter()
 
     settings = {
         "family": adapter.name,
@@ -268,14 +267,6 @@ def _decode_audio(adapter, pipe, prepared, state) -> tuple[np.ndarray, int] | No
     waveform, sample_rate = adapter.decode_audio(pipe, prepared, state)
     waveform = waveform.detach().float().cpu().numpy()
     return (waveform[0] if waveform.ndim == 3 else waveform), sample_rate
-
-
-def _pass_setter(recorder: Recorder | None):
-    def set_pass(name: str) -> None:
-        if recorder is not None:
-            recorder.pass_ = name
-
-    return set_pass
 
 
 def sample(
