@@ -1,7 +1,7 @@
 """Measures of the validation benchmark (benchmarks/validation.py) that are not already workflow analyses.
 
 Scores, step curves, emergence steps, probe summaries and ensembles come from the workflow's own
-functions (`stepscope.jobs.analysis`, `stepscope.analysis.chain_of_steps`, `stepscope.probes.core`); this module
+functions (`stepscope.jobs.analysis`, `stepscope.analysis.chain_of_steps`, `stepscope.probes`); this module
 adds what the demo tasks allow beyond them: a static-first-frame baseline, bootstrap intervals, and
 the *candidate mass* of the two-answer task (docs/validation.md).
 """
