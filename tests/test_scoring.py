@@ -404,6 +404,27 @@ def test_old_builtin_name_fails_clearly(capsys):
     assert "renamed 'proxy'" in capsys.readouterr().err
 
 
+def test_schema_scorer_enum_equals_the_registry():
+    """config ``scoring.scorers`` accepts exactly the registered scorers; each has its CLI subcommand."""
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text())
+    enum = schema["properties"]["scoring"]["properties"]["scorers"]["items"]["enum"]
+    assert sorted(enum) == sorted(scoring.SCORERS)
+    assert sorted(s.cli for s in scoring.SCORERS.values()) == ["evalkit", "proxy"]
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        scoring.check_scorer_names(["nope"])
+    # only a scorer that scores the videos tree in its own rule has a table of its own
+    assert scoring.scorer_tables([proxy_scorer.PROXY]) == []
+    assert scoring.scorer_tables(enum) == ["scores/evalkit.parquet"]
+
+
+def test_proxy_cli_prints_the_scores_of_score_video(synthetic_sample, tmp_path, capsys):
+    """The registry's CLI dispatch reaches the proxy scorer (same numbers as the function)."""
+    video = tmp_path / "video.mp4"
+    write_video(video, _moving_square_frames(n=8, size=64), fps=8)
+    assert scoring.main(["proxy", str(video), str(synthetic_sample)]) == 0
+    assert json.loads(capsys.readouterr().out) == score_video(video, synthetic_sample)
+
+
 def test_score_labels_name_scorer_and_mode():
     assert "not VBVR's score" in scoring.score_label(proxy_scorer.PROXY, "total")
     assert scoring.score_label(evalkit.EVALKIT, "task_specific").startswith("task_specific [VBVR-EvalKit")

@@ -1132,7 +1132,7 @@ def plot_sensitivity(table: pd.DataFrame, summary: pd.DataFrame, target: str | P
 
 def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """x0_hat dissimilarity for every (injection step, later step) pair."""
-    from stepscope.plots.style import DEFAULT_PNG, mark_switch, panel_figure, save
+    from stepscope.plots.style import DEFAULT_PNG, mark_switch, panel_figure, save, switch_legend
 
     df = table[table["representation"] == "x0"]
     grid = df.groupby(["injection_step", "step"])["dissimilarity"].mean().unstack("step")
@@ -1151,7 +1151,7 @@ def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: 
     switch = _switch_of(df)
     if switch is not None:
         mark_switch(ax, switch, cmap="magma")
-        ax.legend(fontsize=7, loc="upper left")
+        switch_legend(fig, ax)
     ax.set_xlabel("step")
     ax.set_ylabel("injection step")
     fig.colorbar(image, ax=ax, label="1 - linear CKA of x0-hat")
