@@ -206,6 +206,16 @@ def step_curves(
     return out
 
 
+def curve_final_score(curve: pd.DataFrame) -> float:
+    """Final score of one group's mean curve (`step_curves` rows): the mean at step -1 (the final
+    video), else the last step's mean, NaN for an empty curve."""
+    final = curve.loc[curve["step"] == -1, "mean"]
+    if len(final):
+        return float(final.iloc[0])
+    steps = curve[curve["step"] >= 0]
+    return float(steps["mean"].iloc[-1]) if len(steps) else math.nan
+
+
 def curve_summary(
     scores: pd.DataFrame,
     *,
@@ -222,12 +232,7 @@ def curve_summary(
     for key, group in curves.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         steps_df = group[group["step"] >= 0]
-        final = group.loc[group["step"] == -1, "mean"]
-        final_score = (
-            float(final.iloc[0])
-            if len(final)
-            else (float(steps_df["mean"].iloc[-1]) if len(steps_df) else math.nan)
-        )
+        final_score = curve_final_score(group)
         em = emergence_step(steps_df["step"], steps_df["mean"], final_score, frac)
         rows.append(
             {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stepscope.analysis.chain_of_steps import emergence_step, step_curves
+from stepscope.analysis.chain_of_steps import curve_final_score, emergence_step, step_curves
 from stepscope.analysis.score_table import select_scores
 from stepscope.analysis.scoring import score_label
 from stepscope.plots.style import DEFAULT_PNG, mark_switch, panel_figure, save
@@ -51,12 +51,7 @@ def plot_step_curves(
         ax.set_visible(False)
     for ax, ((split, task), g) in zip(axes.flat, groups, strict=False):
         steps_g = g[g["step"] >= 0]
-        final = g.loc[g["step"] == -1, "mean"]
-        final_score = (
-            float(final.iloc[0])
-            if len(final)
-            else (float(steps_g["mean"].iloc[-1]) if len(steps_g) else math.nan)
-        )
+        final_score = curve_final_score(g)
         x, y, sd = steps_g["step"].to_numpy(), steps_g["mean"].to_numpy(), steps_g["std"].fillna(0).to_numpy()
         ax.plot(x, y, color="tab:blue", lw=1.5, label=metric)
         ax.fill_between(x, y - sd, y + sd, color="tab:blue", alpha=0.2, lw=0)
