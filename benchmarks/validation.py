@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from stepscope.analysis.chain_of_steps import emergence_step  # noqa: E402
-from stepscope.analysis.scoring import read_score_table, score_video  # noqa: E402
+from stepscope.analysis.proxy_scorer import score_video  # noqa: E402
+from stepscope.analysis.score_table import read_score_table  # noqa: E402
 from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video  # noqa: E402
 from stepscope.atomic import write_json  # noqa: E402
 from stepscope.bench import EITHER_TASK, FIRST_FRAME, generate_demo_bench, sample_dir  # noqa: E402

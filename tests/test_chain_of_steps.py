@@ -18,12 +18,12 @@ from stepscope.analysis.chain_of_steps import (
     emergence_step,
     frame_divergence,
     latent_divergence,
-    plot_divergence,
-    plot_split_curves,
-    plot_step_curves,
     step_curves,
 )
-from stepscope.analysis.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
+from stepscope.analysis.proxy_scorer import PROXY
+from stepscope.analysis.score_table import RunId, rows_to_table, score_rows
+from stepscope.analysis.scoring import score_label
+from stepscope.plots.curves import plot_divergence, plot_split_curves, plot_step_curves
 from stepscope.records import expert_switch_step
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -192,15 +192,15 @@ def test_plots(tmp_path):
 
 def test_figures_name_scorer_and_metric(tmp_path, monkeypatch):
     """Step-curve figures say which scorer and mode produced the curve."""
-    from stepscope.analysis import chain_of_steps
+    from stepscope.plots import curves
 
     texts = []
 
-    def keep_text(fig, target, dpi=110):
+    def keep_text(fig, target, result=None, **_):
         texts.append(" ".join([fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]))
-        return Path(target)
+        return {"path": Path(target)}
 
-    monkeypatch.setattr(chain_of_steps, "_save", keep_text)
+    monkeypatch.setattr(curves, "save", keep_text)
     table = _curve_table()
     plot_step_curves(table, tmp_path / "curves.png", title="wan22")
     plot_split_curves(table, tmp_path / "split.png")

@@ -28,7 +28,7 @@ def bench(tmp_path_factory):
 def test_shipped_twin_loads_and_solves_a_held_out_sample(bench):
     """Through the normal loader, loop and decoder with the demo's settings: the final frame
     matches the sample's answer far better than holding the first frame does."""
-    from stepscope.analysis.scoring import score_video
+    from stepscope.analysis.proxy_scorer import score_video
     from stepscope.models.loading import load_pipeline
     from stepscope.sampling.loop import sample
 
@@ -140,7 +140,7 @@ def test_validation_curves_come_from_the_workflow_score_table():
     """The benchmark aggregates the workflow's tidy score table with chain_of_steps.emergence_step."""
     import importlib.util
 
-    from stepscope.analysis.scoring import RunId, rows_to_table, score_rows
+    from stepscope.analysis.score_table import RunId, rows_to_table, score_rows
 
     spec = importlib.util.spec_from_file_location("validation_bench", REPO / "benchmarks" / "validation.py")
     bench = importlib.util.module_from_spec(spec)

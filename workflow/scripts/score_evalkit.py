@@ -1,6 +1,6 @@
 """Snakemake entry point: score the videos tree with the user-installed VBVR-Bench scorer."""
 
-from stepscope.analysis.scoring import score_with_evalkit
+from stepscope.analysis.evalkit import score_with_evalkit
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):

@@ -5,8 +5,9 @@
 * :func:`latent_divergence` / :func:`frame_divergence` measure how far the seeds' predictions
   of the clean video are apart at one step; :func:`divergence_curve` does that for every
   step, reading one step at a time via :class:`stepscope.records.RunRecords`.
-* Plot helpers (matplotlib Agg, atomic PNG writes) mark the emergence step and the Wan2.2
-  expert switch (first step run by the ``low_noise`` expert).
+* :func:`step_curves` / :func:`curve_summary` aggregate the tidy score table into curves.
+
+The figures drawn from these are in stepscope.plots.curves.
 
 Definitions: docs/scoring.md.
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stepscope.analysis.scoring import score_label, select_scores
-from stepscope.atomic import atomic_path
+from stepscope.analysis.score_table import select_scores
 
 # --------------------------------------------------------------------------------------------
 # Curve summaries
@@ -207,6 +206,16 @@ def step_curves(
     return out
 
 
+def curve_final_score(curve: pd.DataFrame) -> float:
+    """Final score of one group's mean curve (`step_curves` rows): the mean at step -1 (the final
+    video), else the last step's mean, NaN for an empty curve."""
+    final = curve.loc[curve["step"] == -1, "mean"]
+    if len(final):
+        return float(final.iloc[0])
+    steps = curve[curve["step"] >= 0]
+    return float(steps["mean"].iloc[-1]) if len(steps) else math.nan
+
+
 def curve_summary(
     scores: pd.DataFrame,
     *,
@@ -223,12 +232,7 @@ def curve_summary(
     for key, group in curves.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         steps_df = group[group["step"] >= 0]
-        final = group.loc[group["step"] == -1, "mean"]
-        final_score = (
-            float(final.iloc[0])
-            if len(final)
-            else (float(steps_df["mean"].iloc[-1]) if len(steps_df) else math.nan)
-        )
+        final_score = curve_final_score(group)
         em = emergence_step(steps_df["step"], steps_df["mean"], final_score, frac)
         rows.append(
             {
@@ -241,147 +245,3 @@ def curve_summary(
     out = pd.DataFrame(rows, columns=[*by, "final_score", "emergence_step", "auc"])
     out["emergence_step"] = out["emergence_step"].astype("Int64")
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def _figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.0, 3.0)):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, axes
-
-
-def _save(fig, target: str | os.PathLike, dpi: int = 110) -> Path:
-    target = Path(target)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return target
-
-
-def _score_title(title: str | None, scorer: str, metric: str, width: int) -> str:
-    """Figure title naming the scorer and mode of the curves, wrapped to fit the figure."""
-    return "\n".join([*([title] if title else []), *textwrap.wrap(score_label(scorer, metric), width)])
-
-
-def _mark_switch(ax, switch_step: int | None) -> None:
-    if switch_step is not None:
-        ax.axvline(switch_step, color="tab:red", ls="--", lw=1, label=f"expert switch ({switch_step})")
-
-
-def plot_step_curves(
-    scores: pd.DataFrame,
-    target: str | os.PathLike,
-    *,
-    metric: str = "total",
-    scorer: str | None = None,
-    variant: str | None = None,
-    switch_step: int | None = None,
-    frac: float = 0.95,
-    ncols: int = 4,
-    title: str | None = None,
-) -> Path:
-    """One panel per (split, task): mean step curve +- std over videos (single seeds), the
-    final video's score (dashed), the emergence step (dot) and the expert switch (red)."""
-    df = scores if variant is None else scores[scores["variant"] == variant]
-    _, scorer = select_scores(df, metric, scorer)
-    curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
-    groups = list(curves.groupby(["split", "task"], sort=True))
-    n = max(1, len(groups))
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    fig, axes = _figure(nrows, ncols)
-    for ax in axes.flat[len(groups) :]:
-        ax.set_visible(False)
-    for ax, ((split, task), g) in zip(axes.flat, groups, strict=False):
-        steps_g = g[g["step"] >= 0]
-        final = g.loc[g["step"] == -1, "mean"]
-        final_score = (
-            float(final.iloc[0])
-            if len(final)
-            else (float(steps_g["mean"].iloc[-1]) if len(steps_g) else math.nan)
-        )
-        x, y, sd = steps_g["step"].to_numpy(), steps_g["mean"].to_numpy(), steps_g["std"].fillna(0).to_numpy()
-        ax.plot(x, y, color="tab:blue", lw=1.5, label=metric)
-        ax.fill_between(x, y - sd, y + sd, color="tab:blue", alpha=0.2, lw=0)
-        if math.isfinite(final_score):
-            ax.axhline(final_score, color="gray", ls=":", lw=1, label="final video")
-        em = emergence_step(x, y, final_score, frac) if len(x) else None
-        if em is not None:
-            ax.plot([em], [y[list(x).index(em)]], "o", color="tab:green", label=f"emergence ({em})")
-            ax.axvline(em, color="tab:green", ls=":", lw=1)
-        _mark_switch(ax, switch_step)
-        ax.set_title(f"{task}\n{split}", fontsize=8)
-        ax.set_xlabel("step")
-        ax.set_ylabel(metric)
-        ax.legend(fontsize=6, loc="lower right")
-    fig.suptitle(_score_title(title, scorer, metric, width=40 * ncols), fontsize=9)
-    return _save(fig, target)
-
-
-def _plot_grouped(ax, df: pd.DataFrame, value: str, group_col: str | None, x_col: str = "step") -> None:
-    if group_col is None or group_col not in df:
-        groups = [("all", df)]
-    else:
-        groups = list(df.groupby(group_col, sort=True))
-    for name, g in groups:
-        agg = g.groupby(x_col)[value].agg(["mean", "std"]).reset_index()
-        x, y, sd = agg[x_col].to_numpy(), agg["mean"].to_numpy(), agg["std"].fillna(0).to_numpy()
-        (line,) = ax.plot(x, y, lw=1.5, label=str(name))
-        ax.fill_between(x, y - sd, y + sd, color=line.get_color(), alpha=0.2, lw=0)
-
-
-def plot_split_curves(
-    scores: pd.DataFrame,
-    target: str | os.PathLike,
-    *,
-    metric: str = "total",
-    scorer: str | None = None,
-    variant: str | None = None,
-    switch_step: int | None = None,
-    title: str | None = None,
-) -> Path:
-    """Step score curves aggregated per split: mean over tasks of the task mean curves,
-    band = +- std across tasks."""
-    df = scores if variant is None else scores[scores["variant"] == variant]
-    _, scorer = select_scores(df, metric, scorer)
-    curves = step_curves(df, metric=metric, scorer=scorer, by=("split", "task"))
-    curves = curves[curves["step"] >= 0]
-    fig, axes = _figure(size=(5.0, 3.5))
-    ax = axes[0, 0]
-    _plot_grouped(ax, curves, "mean", "split")
-    _mark_switch(ax, switch_step)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"{metric} (mean over tasks)")
-    ax.legend(fontsize=7)
-    ax.set_title(_score_title(title, scorer, metric, width=60), fontsize=8)
-    return _save(fig, target)
-
-
-def plot_divergence(
-    divergence: pd.DataFrame,
-    target: str | os.PathLike,
-    *,
-    value: str = "latent_divergence",
-    group_col: str | None = "split",
-    switch_step: int | None = None,
-    title: str | None = None,
-) -> Path:
-    """Divergence vs step; with ``group_col`` present (e.g. split) one line per group: mean
-    over the group's rows (samples/tasks) +- std; otherwise a single curve."""
-    fig, axes = _figure(size=(5.0, 3.5))
-    ax = axes[0, 0]
-    _plot_grouped(ax, divergence, value, group_col)
-    _mark_switch(ax, switch_step)
-    ax.set_xlabel("step")
-    ax.set_ylabel(value.replace("_", " "))
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title)
-    return _save(fig, target)

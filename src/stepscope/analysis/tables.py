@@ -1,4 +1,4 @@
-"""Result tables from the tidy score table (see stepscope.analysis.scoring.SCORE_COLUMNS).
+"""Result tables from the tidy score table (see stepscope.analysis.score_table.SCORE_COLUMNS).
 
 * :func:`summary_table` -- per variant x split x task: single-seed mean and std, best-of-K
   (oracle), every ensemble configuration's mean and its gain over the single-seed mean; plus
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stepscope.analysis.scoring import FAILED, SKIPPED, STATUS_METRICS, score_label, select_scores
+from stepscope.analysis.score_table import FAILED, SKIPPED, STATUS_METRICS, select_scores
+from stepscope.analysis.scoring import score_label
 from stepscope.atomic import write_parquet, write_text
 
 ENSEMBLE_RE = re.compile(

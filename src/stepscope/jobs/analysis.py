@@ -8,17 +8,14 @@ from typing import Any
 
 import pandas as pd
 
-from stepscope.analysis.chain_of_steps import (
-    divergence_curve,
-    plot_divergence,
-    plot_split_curves,
-    plot_step_curves,
-)
-from stepscope.analysis.scoring import RunId, merge_score_tables, score_runs, write_score_table
+from stepscope.analysis.chain_of_steps import divergence_curve
+from stepscope.analysis.proxy_scorer import score_runs
+from stepscope.analysis.score_table import RunId, merge_score_tables, write_score_table
 from stepscope.analysis.tables import build_tables
 from stepscope.atomic import write_parquet, write_text
 from stepscope.errors import StepScopeError
 from stepscope.jobs.plan import Receipt
+from stepscope.plots.curves import plot_divergence, plot_split_curves, plot_step_curves
 from stepscope.records import RunRecords, expert_switch_step
 from stepscope.sampling.ensemble import seed_label
 

@@ -17,7 +17,7 @@ Per step S in `--viz_steps` (folder ``feature_maps/step_SSSS/``) and layer LL:
 
 and over every captured step, in ``feature_maps/summary/``: ``norm_evolution.png`` (mean token norm
 vs step per layer) and ``temporal_heatmap_LLL.png`` (steps x frames of ``frame_l2``). All latent
-frames are shown, as in the seed. Every function returns the numbers it drew (see stepscope.plots.figures).
+frames are shown, as in the seed. Every function returns the numbers it drew (see stepscope.plots.style.save).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stepscope.plots.figures import _new_figure, _save
+from stepscope.plots.style import new_figure, save
 from stepscope.records import RunRecords
 
 SEED_TOP_CHANNELS = 20
@@ -56,7 +56,7 @@ def _panel_grid(
     """Rows x frames of maps (R, f, h, w), one axes each, as the seed lays them out; with
     `row_range` each row shares its own colour range, else every panel is scaled on its own."""
     rows, frames = panels.shape[:2]
-    fig = _new_figure(3 * frames, 2.5 * rows)
+    fig = new_figure(3 * frames, 2.5 * rows)
     axes = fig.subplots(rows, frames, squeeze=False)
     for row in range(rows):
         limits = {"vmin": float(panels[row].min()), "vmax": float(panels[row].max())} if row_range else {}
@@ -78,52 +78,52 @@ def _frame_panels(fig, count: int):
 
 def plot_seed_norm(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
     norm = rec.map(layer, step, "norm").astype(np.float64)
-    fig = _new_figure(4 * len(norm) + 1, 4)
+    fig = new_figure(4 * len(norm) + 1, 4)
     for index, ax in enumerate(_frame_panels(fig, len(norm))):
         image = ax.imshow(norm[index], cmap="viridis", aspect="auto")
         ax.set_title(f"Frame {index}")
         ax.axis("off")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(f"Step {step} L{layer} Norm (per-token L2 norm)")
-    return _save(fig, path, {"norm": norm})
+    return save(fig, path, {"norm": norm})
 
 
 def plot_seed_pca(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
     rgb = seed_pca_rgb(rec.map(layer, step, "pca"))
     explained = float(rec.map(layer, step, "pca_explained").astype(np.float64).sum())
-    fig = _new_figure(4 * len(rgb) + 1, 4)
+    fig = new_figure(4 * len(rgb) + 1, 4)
     for index, ax in enumerate(_frame_panels(fig, len(rgb))):
         ax.imshow(np.clip(rgb[index], 0, 1))
         ax.set_title(f"Frame {index}")
         ax.axis("off")
     fig.suptitle(f"Step {step} L{layer} PCA  (var={explained * 100:.1f}%)")
-    return _save(fig, path, {"rgb": rgb, "explained": explained})
+    return save(fig, path, {"rgb": rgb, "explained": explained})
 
 
 def plot_seed_temporal(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
     energy = rec.frame_l2(layer, step)
-    fig = _new_figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.subplots()
     ax.plot(range(len(energy)), energy, "o-", lw=2, ms=8, color="coral")
     ax.set_xlabel("Frame Index")
     ax.set_ylabel("Energy (L2 norm of the frame's tokens)")
     ax.set_xticks(range(len(energy)))
     ax.set_title(f"Step {step} L{layer} Temporal Energy")
-    return _save(fig, path, {"energy": energy})
+    return save(fig, path, {"energy": energy})
 
 
 def plot_seed_channel_importance(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
     var = unbiased_channel_var(rec, layer, step)
     count = min(SEED_TOP_CHANNELS, var.size)
     channels = np.argsort(-var, kind="stable")[:count]
-    fig = _new_figure(8, max(3, count * 0.25))
+    fig = new_figure(8, max(3, count * 0.25))
     ax = fig.subplots()
     ax.barh(range(count), var[channels][::-1], color="teal")
     ax.set_yticks(range(count), [str(c) for c in channels[::-1]], fontsize=7)
     ax.set_xlabel("Variance (unbiased)")
     ax.set_ylabel("Channel ID")
     ax.set_title(f"Step {step} L{layer} Ch Importance")
-    return _save(fig, path, {"channels": channels, "variances": var[channels]})
+    return save(fig, path, {"channels": channels, "variances": var[channels]})
 
 
 def plot_seed_top_channels(rec: RunRecords, path: Path, *, layer: int, step: int) -> dict[str, Any]:
@@ -133,27 +133,27 @@ def plot_seed_top_channels(rec: RunRecords, path: Path, *, layer: int, step: int
         maps, [f"Ch{int(c)}" for c in channels], "Fr", cmap="RdBu_r", row_range=True, label_size=8
     )  # colour range per channel, over its frames
     fig.suptitle(f"Step {step} L{layer} Top Channels")
-    return _save(fig, path, {"channels": np.asarray(channels), "maps": maps})
+    return save(fig, path, {"channels": np.asarray(channels), "maps": maps})
 
 
 def plot_seed_norm_across_layers(
     rec: RunRecords, path: Path, *, layers: Sequence[int], step: int
 ) -> dict[str, Any]:
     values = [float(rec.map(layer, step, "norm").astype(np.float64).mean()) for layer in layers]
-    fig = _new_figure(max(6, len(layers) * 0.5), 4)
+    fig = new_figure(max(6, len(layers) * 0.5), 4)
     ax = fig.subplots()
     ax.bar(range(len(layers)), values, tick_label=[str(layer) for layer in layers], color="steelblue")
     ax.set_xlabel("Layer")
     ax.set_ylabel("Mean Token Norm")
     ax.set_title(f"Step {step} - Norm Across Layers")
-    return _save(fig, path, {"layers": list(layers), "mean_norm": np.asarray(values)})
+    return save(fig, path, {"layers": list(layers), "mean_norm": np.asarray(values)})
 
 
 def plot_seed_layer_grid(rec: RunRecords, path: Path, *, layers: Sequence[int], step: int) -> dict[str, Any]:
     norms = np.stack([rec.map(layer, step, "norm").astype(np.float64) for layer in layers])  # (L, f, h, w)
     fig = _panel_grid(norms, [f"L{layer}" for layer in layers], "Frame ", cmap="viridis", row_range=False)
     fig.suptitle(f"Step {step} - Layer Grid")
-    return _save(fig, path, {"norm": norms})
+    return save(fig, path, {"norm": norms})
 
 
 def plot_seed_norm_evolution(rec: RunRecords, path: Path, *, layers: Sequence[int]) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def plot_seed_norm_evolution(rec: RunRecords, path: Path, *, layers: Sequence[in
         layer: np.array([rec.map(layer, s, "norm").astype(np.float64).mean() for s in steps])
         for layer in layers
     }
-    fig = _new_figure(12, 5)
+    fig = new_figure(12, 5)
     ax = fig.subplots()
     for layer, values in curves.items():
         ax.plot(steps, values, "o-", label=f"L{layer}", ms=3)
@@ -170,13 +170,13 @@ def plot_seed_norm_evolution(rec: RunRecords, path: Path, *, layers: Sequence[in
     ax.set_ylabel("Mean Token Norm")
     ax.set_title("Feature Norm Evolution Across Steps")
     ax.legend(fontsize=8)
-    return _save(fig, path, {"steps": steps, "curves": curves})
+    return save(fig, path, {"steps": steps, "curves": curves})
 
 
 def plot_seed_temporal_heatmap(rec: RunRecords, path: Path, *, layer: int) -> dict[str, Any]:
     steps = rec.captured_steps
     energy = np.stack([rec.frame_l2(layer, s) for s in steps])  # (S, f)
-    fig = _new_figure(max(6, energy.shape[1] * 1.5), max(4, len(steps) * 0.15))
+    fig = new_figure(max(6, energy.shape[1] * 1.5), max(4, len(steps) * 0.15))
     ax = fig.subplots()
     image = ax.imshow(energy, aspect="auto", cmap="hot")
     ax.set_xlabel("Frame Index")
@@ -184,7 +184,7 @@ def plot_seed_temporal_heatmap(rec: RunRecords, path: Path, *, layer: int) -> di
     ax.set_yticks(range(len(steps)), [str(s) for s in steps], fontsize=6)
     ax.set_title(f"Layer {layer} - Temporal Energy Heatmap (L2 norm of the frame's tokens)")
     fig.colorbar(image, ax=ax)
-    return _save(fig, path, {"steps": steps, "energy": energy})
+    return save(fig, path, {"steps": steps, "energy": energy})
 
 
 PER_LAYER = {

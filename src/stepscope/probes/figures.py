@@ -1,7 +1,6 @@
 """The probe figures (CPU, no torch), one function per probe kind that the registry names.
 
-The style helpers still come from `analysis.chain_of_steps`; this is the one module to rewire when
-they move to the plots style module.
+Drawn with the one style of every figure (`stepscope.plots.style`: figure, save, switch marker).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from stepscope.analysis.chain_of_steps import _figure, _mark_switch, _save
+from stepscope.plots.style import DEFAULT_PNG, mark_switch, panel_figure, save, switch_legend
 
 
 def _switch_of(table: pd.DataFrame) -> int | None:
@@ -31,7 +30,7 @@ def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric
     df = table[table["metric"] == metric]
     perturbed = df[df["perturbed"]].groupby(position)["value"].agg(["mean", "std"]).reset_index()
     clean = df.loc[~df["perturbed"], "value"]
-    fig, axes = _figure(size=(5.0, 3.5))
+    fig, axes = panel_figure(size=(5.0, 3.5))
     ax = axes[0, 0]
     x = perturbed[position].astype(float).to_numpy()
     y, sd = perturbed["mean"].to_numpy(), perturbed["std"].fillna(0).to_numpy()
@@ -42,20 +41,20 @@ def plot_noise(table: pd.DataFrame, target: str | Path, *, position: str, metric
             float(clean.mean()), color="0.3", ls=":", lw=1.2, label=f"unperturbed ({clean.mean():.3f})"
         )
     if position == "step":
-        _mark_switch(ax, _switch_of(df))
+        mark_switch(ax, _switch_of(df))
     ax.set_xlabel("injection step" if position == "step" else "noised latent frame")
     ax.set_ylabel(f"{metric} (stepscope-proxy, not VBVR's score)")
     ax.set_ylim(0.0, 1.0)  # proxy scores lie in [0, 1]
     _integer_ticks(ax)
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    return _save(fig, target)
+    return save(fig, target, compress_level=DEFAULT_PNG)["path"]
 
 
 def plot_sensitivity(table: pd.DataFrame, summary: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """Mean later-step CKA dissimilarity vs injection step, one line per representation, with the
     expert switch (red dashed) and each curve's peak (marker) so the two can be told apart."""
-    fig, axes = _figure(size=(5.5, 3.8))
+    fig, axes = panel_figure(size=(5.5, 3.8))
     ax = axes[0, 0]
     for representation, group in summary.groupby("representation", sort=True):
         group = group.sort_values("injection_step")
@@ -65,21 +64,21 @@ def plot_sensitivity(table: pd.DataFrame, summary: pd.DataFrame, target: str | P
         )
         peak = group.loc[group["mean_after"].idxmax()]
         ax.plot([peak["injection_step"]], [peak["mean_after"]], "*", ms=11, color=line.get_color())
-    _mark_switch(ax, _switch_of(table))
+    mark_switch(ax, _switch_of(table))
     _integer_ticks(ax)
     ax.set_xlabel("injection step")
     ax.set_ylabel("1 - linear CKA (mean over later steps)")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=9)
-    return _save(fig, target)
+    return save(fig, target, compress_level=DEFAULT_PNG)["path"]
 
 
 def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """x0_hat dissimilarity for every (injection step, later step) pair."""
     df = table[table["representation"] == "x0"]
     grid = df.groupby(["injection_step", "step"])["dissimilarity"].mean().unstack("step")
-    fig, axes = _figure(size=(5.0, 4.0))
+    fig, axes = panel_figure(size=(5.0, 4.0))
     ax = axes[0, 0]
     image = ax.imshow(
         grid.to_numpy(dtype=float),
@@ -93,18 +92,18 @@ def plot_sensitivity_heatmap(table: pd.DataFrame, target: str | Path, *, title: 
     ax.set_yticks(range(len(grid.index)), [str(s) for s in grid.index], fontsize=7)
     switch = _switch_of(df)
     if switch is not None:
-        ax.axvline(switch - 0.5, color="tab:cyan", ls="--", lw=1, label=f"expert switch ({switch})")
-        ax.legend(fontsize=7, loc="upper left")
+        mark_switch(ax, switch, cmap="magma")
+        switch_legend(fig, ax)
     ax.set_xlabel("step")
     ax.set_ylabel("injection step")
     fig.colorbar(image, ax=ax, label="1 - linear CKA of x0-hat")
     ax.set_title(title, fontsize=9)
-    return _save(fig, target)
+    return save(fig, target, compress_level=DEFAULT_PNG)["path"]
 
 
 def plot_swap(table: pd.DataFrame, summary: pd.DataFrame, target: str | Path, *, title: str) -> Path:
     """Where the outcome goes when one layer's tokens are swapped: 0 = the target's, 1 = the source's."""
-    fig, axes = _figure(size=(5.5, 3.8))
+    fig, axes = panel_figure(size=(5.5, 3.8))
     ax = axes[0, 0]
     agg = table.groupby("layer").agg(
         latent=("source_fraction", "mean"),
@@ -143,7 +142,7 @@ def plot_swap(table: pd.DataFrame, summary: pd.DataFrame, target: str | Path, *,
     ax.set_ylabel("source fraction  d_t / (d_t + d_s)")
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    return _save(fig, target)
+    return save(fig, target, compress_level=DEFAULT_PNG)["path"]
 
 
 def _noise_figures(table: pd.DataFrame, root: Path, position: str, metric: str) -> list[Path]:

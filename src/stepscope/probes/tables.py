@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from stepscope.analysis.scoring import score_video
+from stepscope.analysis.proxy_scorer import score_video
 from stepscope.atomic import atomic_path, write_parquet
 from stepscope.errors import StepScopeError
 from stepscope.probes.files import CLEAN, probe_labels, read_probe

@@ -169,7 +169,7 @@ def write_synthetic_first_frame(path: str | Path, *, height: int = 4, width: int
     """PNG first frame: background colour everywhere except the object's token cells (frame 0).
 
     The image is ``size`` x ``size`` pixels; with ``size`` a multiple of the grid the foreground
-    mask of `stepscope.plots.figures.foreground_mask` equals ``object_mask(...)[0]`` exactly.
+    mask of `stepscope.plots.masks.foreground_mask` equals ``object_mask(...)[0]`` exactly.
     """
     import imageio.v2 as imageio
 
