@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from stepscope.atomic import write_parquet
+from stepscope.bench import SCORING_FILES
 
 # --------------------------------------------------------------------------------------------
 # Tidy table
@@ -71,7 +72,7 @@ WEIGHTS: dict[str, float] = {
 }
 METRICS = (*WEIGHTS, "total")
 
-SAMPLE_FILES = ("first_frame.png", "final_frame.png", "ground_truth.mp4")
+SAMPLE_FILES = SCORING_FILES  # what a score reads of a bench sample (stepscope.bench owns the names)
 
 
 class RunId(NamedTuple):
