@@ -10,13 +10,13 @@ from snakemake.utils import validate
 
 from stepscope.analysis.scoring import check_scorer_names
 from stepscope.bench import read_task_sheet
-from stepscope.jobs.workflow_plan import (
-    WorkflowPlan,
+from stepscope.jobs.config_checks import (
     check_config,
     config_error,
     select_tasks,
     workflow_path,
 )
+from stepscope.jobs.workflow_plan import WorkflowPlan
 from stepscope.run_names import RUN_PATTERN
 from stepscope.stepspec import parse_steps
 

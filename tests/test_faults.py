@@ -286,7 +286,8 @@ def test_a_truncated_weights_file_is_named_with_the_fix(tiny_weights, tmp_path):
 
 def test_tables_and_the_failure_check_work_when_every_run_failed(tmp_path):
     from stepscope.errors import StepScopeError
-    from stepscope.jobs.analysis import check_failures, tables_job
+    from stepscope.jobs.analysis import tables_job
+    from stepscope.jobs.failures import check_failures
     from stepscope.jobs.plan import Receipt
 
     keys = [f"In-Domain_50/{TASK}/{sample:05d}/seed1" for sample in range(5)]

@@ -14,13 +14,12 @@ import fnmatch
 import functools
 import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import pandas as pd
 
 from stepscope import records
-from stepscope.bench import SAMPLE_FILES, SAMPLING_FILES, SCORING_FILES, sample_files, sample_folders
+from stepscope.bench import SAMPLING_FILES, SCORING_FILES, sample_files
 from stepscope.jobs.batch_common import FIGURES_MARKER, decoded_files
 from stepscope.jobs.members import AnalysisMember, DecodeMember, DivergenceItem, SampleMember
 from stepscope.jobs.plan import (
@@ -33,16 +32,11 @@ from stepscope.jobs.plan import (
     fingerprint,
     make_batches,
 )
-from stepscope.models.hub import allow_patterns
-from stepscope.models.weight_layouts import family_sources
+from stepscope.jobs.sources import SourcePlan
 from stepscope.run_names import ensemble_run, is_seed_run, parse_ensemble_run, run_seed, seed_label, seed_run
-from stepscope.sampling.ensemble import EnsembleSpec
-from stepscope.stepspec import is_empty, parse_steps, resolve_steps
+from stepscope.stepspec import is_empty, resolve_steps
 
 CUSTOM_SPLIT = "custom"
-SOURCE_MARKER = ".stepscope_source.json"  # written last by a download (or the demo bench)
-TINY_MARKER = "stepscope_tiny.json"
-FAMILY_SOURCE_REVISION = "main"  # a family's other repo (LTX-2.3: Gemma-3) as the seed loads it
 
 
 class Input(Protocol):
@@ -54,92 +48,12 @@ class Input(Protocol):
     sample: str
 
 
-def config_error(key: str, message: str) -> NoReturn:
-    raise ValueError(f"config error at `{key}`: {message}")
-
-
-def slug(repo_id: str) -> str:
-    """A repo id as one path component (owner--name)."""
-    owner, _, name = repo_id.partition("/")
-    return f"{owner}--{name}" if name else owner
-
-
-def check_config(config: dict[str, Any]) -> None:
-    """Cross-references the schema cannot express, checked at parse time with the key named."""
-    for name in config["run_variants"]:
-        if name not in config["variants"]:
-            config_error("run_variants", f"unknown variant {name!r}; defined: {sorted(config['variants'])}")
-    for name, variant in config["variants"].items():
-        if variant["model"] not in config["models"]:
-            config_error(
-                f"variants.{name}.model", f"unknown model {variant['model']!r}; defined: {sorted(config['models'])}"
-            )
-        for index, lora in enumerate(variant["loras"]):
-            key = f"variants.{name}.loras[{index}]"
-            if lora["lora"] not in config["loras"]:
-                config_error(key, f"unknown LoRA {lora['lora']!r}; defined: {sorted(config['loras'])}")
-            if lora["file"] not in config["loras"][lora["lora"]]["files"]:
-                config_error(key, f"file {lora['file']!r} is not listed in loras.{lora['lora']}.files")
-    for name, model in config["models"].items():
-        known = family_sources(model["family"])
-        unknown = set(model["sources"]) - set(known)
-        if unknown:
-            config_error(
-                f"models.{name}.sources",
-                f"{sorted(unknown)} is not a weights source of {model['family']}; known: {sorted(known)}",
-            )
-        if not model["tiny"] and not model["local_path"] and not model.get("repo_id"):
-            config_error(f"models.{name}", "give repo_id (download), local_path, or tiny: true")
-    device = config["device"]
-    with_loras = any(config["variants"][v]["loras"] for v in config["run_variants"])
-    if with_loras and (device["lora_mode"] == "hotload") == (device["offload"] == "none"):
-        config_error(
-            "device.lora_mode",
-            f"{device['lora_mode']!r} does not go with device.offload {device['offload']!r}: "
-            "hotload needs offload seed or cpu (diffsynth's VRAM management), fuse needs offload none",
-        )
-    steps = [config["variants"][name]["steps"] for name in config["run_variants"]]
-    for key, spec in (
-        ("record.capture_steps", config["record"]["capture_steps"]),
-        ("record.x0_steps", config["record"]["x0_steps"]),
-        ("record.map_steps", config["record"]["map_steps"]),
-        ("decode.steps", config["decode"]["steps"]),
-        ("figures.steps", config["figures"]["steps"]),
-    ):
-        try:
-            for count in steps:
-                parse_steps(spec, count)
-        except ValueError as error:
-            config_error(key, str(error))
-    for index, ensemble in enumerate(config["ensembles"]):
-        try:
-            EnsembleSpec(ensemble["strategy"], ensemble["k"], ensemble["start"], ensemble["end"], ensemble["rescale"])
-        except ValueError as error:
-            config_error(f"ensembles[{index}]", str(error))
-
-
-def workflow_path(path: str | os.PathLike, basedir: str | os.PathLike) -> Path:
-    """A config path as given, or relative to the workflow's folder when it is not found there."""
-    path = Path(path)
-    if path.is_absolute() or path.exists():
-        return path
-    return Path(basedir) / path
-
-
-def select_tasks(sheet: pd.DataFrame, bench: dict[str, Any]) -> pd.DataFrame:
-    """The task sheet's rows the config's bench splits and task globs keep."""
-    sheet = sheet[sheet["split"].isin(bench["splits"])]
-    keep = sheet["task"].apply(lambda task: any(fnmatch.fnmatch(task, pattern) for pattern in bench["task_globs"]))
-    return sheet[keep].reset_index(drop=True)
-
-
-class WorkflowPlan:
+class WorkflowPlan(SourcePlan):
     """The plan of one validated config over its task sheet (`tasks`: split, task rows)."""
 
     def __init__(self, config: dict[str, Any], tasks: pd.DataFrame, *, basedir: str, check_disk: bool = True):
-        self.config = config
+        super().__init__(config, basedir=basedir)
         self.tasks = tasks
-        self.basedir = Path(basedir)
         # A job process on a cluster node runs the one job it was given: it takes the receipts on
         # disk as they are instead of re-deciding which batches are current.
         self.check_disk = check_disk
@@ -153,18 +67,6 @@ class WorkflowPlan:
         self.decode_steps = config["decode"]["steps"]
         self.decoding = not is_empty(self.decode_steps)
         self.group_dir = self.results("figures/groups/{variant}/{split}/{task}")
-
-    # ----- paths ---------------------------------------------------------------------------------
-    def results(self, path: str) -> str:
-        """A path under the results folder (config `results`)."""
-        return f"{self.config['results']}/{path}"
-
-    def resources(self, path: str) -> str:
-        """A path under the resources folder (config `resources`)."""
-        return f"{self.config['resources']}/{path}"
-
-    def workflow_path(self, path: str) -> Path:
-        return workflow_path(path, self.basedir)
 
     # ----- runs ----------------------------------------------------------------------------------
     def inputs(self) -> Iterator[tuple[str, str, str]]:
@@ -195,161 +97,6 @@ class WorkflowPlan:
 
     def figure_groups(self) -> list[tuple[str, str, str]]:
         return sorted({(unit.variant, unit.split, unit.task) for unit in self.units()})
-
-    # ----- models and LoRAs ----------------------------------------------------------------------
-    def family(self, variant: str) -> str:
-        return self.config["models"][self.config["variants"][variant]["model"]]["family"]
-
-    def model_dir(self, name: str) -> str:
-        model = self.config["models"][name]
-        if model["local_path"]:  # e.g. the repository's trained twin
-            return str(self.workflow_path(model["local_path"]))
-        if model["tiny"]:
-            return self.resources(f"tiny/{name}")
-        return self.resources(f"hub/models/{slug(model['repo_id'])}/{model['revision']}")
-
-    def model_marker(self, name: str) -> str | list[str]:
-        """The file that proves a weights folder is complete ([] for a user's local folder)."""
-        model = self.config["models"][name]
-        if model["local_path"]:
-            return []
-        if model["tiny"]:
-            return f"{self.model_dir(name)}/{TINY_MARKER}"
-        return f"{self.model_dir(name)}/{SOURCE_MARKER}"
-
-    @functools.cache  # noqa: B019 - one plan per process; the config does not change
-    def source_entries(self, name: str) -> dict[str, dict[str, Any]]:
-        """A model's other repos (source -> {repo_id, revision, local_path}), for downloaded models the
-        family's defaults (LTX-2.3: the Gemma-3 repo the seed loads); {} when one folder holds all.
-        Unknown source names are refused by check_config."""
-        model = self.config["models"][name]
-        entries = {}
-        for source, repo_id in family_sources(model["family"]).items():
-            if source in model["sources"]:  # an entry giving only a local_path keeps the family's repo id
-                entries[source] = {"repo_id": repo_id, **model["sources"][source]}
-            elif not (model["local_path"] or model["tiny"]):
-                entries[source] = {"repo_id": repo_id, "revision": FAMILY_SOURCE_REVISION}
-            # else: looked for inside the model's folder (the seed's ./models/<repo_id>)
-        return entries
-
-    def source_dir(self, entry: dict[str, Any]) -> str:
-        if entry.get("local_path"):
-            return entry["local_path"]
-        return self.resources(f"hub/models/{slug(entry['repo_id'])}/{entry['revision']}")
-
-    def model_sources(self, name: str) -> dict[str, str]:
-        """Folders of a model's other repos, as the loader takes them (`sources`)."""
-        return {source: self.source_dir(entry) for source, entry in self.source_entries(name).items()}
-
-    def model_markers(self, name: str) -> list[str]:
-        """The files that prove a model's folders are complete (none for a user's local folders)."""
-        markers = [marker] if (marker := self.model_marker(name)) else []
-        for entry in self.source_entries(name).values():
-            if not entry.get("local_path"):
-                markers.append(f"{self.source_dir(entry)}/{SOURCE_MARKER}")
-        return markers
-
-    def lora_dir(self, name: str) -> str:
-        lora = self.config["loras"][name]
-        if lora["local_path"]:
-            return lora["local_path"]
-        if lora.get("tiny_for"):
-            return self.resources(f"tiny/loras/{name}")
-        return self.resources(f"hub/loras/{slug(lora['repo_id'])}/{lora['revision']}")
-
-    def lora_files(self, variant: str) -> list[str]:
-        """Inputs for a variant's LoRAs: the files themselves, or a download's completion marker. A
-        missing file of a local_path LoRA is no planning error (that would stop every variant): the
-        variant's sampling jobs fail, naming it."""
-        inputs = []
-        for item in self.config["variants"][variant]["loras"]:
-            lora = self.config["loras"][item["lora"]]
-            path = f"{self.lora_dir(item['lora'])}/{item['file']}"
-            if lora.get("repo_id") and not lora["local_path"]:
-                inputs.append(f"{self.lora_dir(item['lora'])}/{SOURCE_MARKER}")
-            elif not lora["local_path"] or os.path.exists(path):
-                inputs.append(path)
-        return sorted(set(inputs))
-
-    def lora_params(self, variant: str) -> list[dict[str, Any]]:
-        return [
-            {"path": f"{self.lora_dir(item['lora'])}/{item['file']}", "target": item["target"], "alpha": item["alpha"]}
-            for item in self.config["variants"][variant]["loras"]
-        ]
-
-    def lora_target_of_file(self, lora: str, file: str) -> str:
-        """The expert a tiny LoRA file is made for: the target variants use it with (dit if none)."""
-        for variant in self.config["variants"].values():
-            for item in variant["loras"]:
-                if item["lora"] == lora and item["file"] == file:
-                    return item["target"]
-        return "dit"
-
-    def weights_inputs(self, variant: str) -> dict[str, list[str]]:
-        return {
-            "weights": self.model_markers(self.config["variants"][variant]["model"]),
-            "loras": self.lora_files(variant),
-        }
-
-    @functools.cached_property
-    def hub_repos(self) -> dict[tuple[str, str, str], dict[str, Any]]:
-        """Every hub repo the config downloads, by (kind, slug, revision): repo id and allow patterns.
-
-        A model's main repo and its family's other repos (LTX-2.3: Gemma-3) each get their own
-        folder and download job, with exactly the files its part of the loader layout opens."""
-        repos = {}
-        for name, model in self.config["models"].items():
-            if model.get("repo_id") and not model["local_path"] and not model["tiny"]:
-                repos[("models", slug(model["repo_id"]), model["revision"])] = {
-                    "repo_id": model["repo_id"],
-                    "patterns": allow_patterns(model["family"]),
-                }
-            for source, entry in self.source_entries(name).items():
-                if not entry.get("local_path"):
-                    repos[("models", slug(entry["repo_id"]), entry["revision"])] = {
-                        "repo_id": entry["repo_id"],
-                        "patterns": allow_patterns(model["family"], source),
-                    }
-        for lora in self.config["loras"].values():
-            if lora.get("repo_id") and not lora["local_path"]:
-                repos[("loras", slug(lora["repo_id"]), lora["revision"])] = {
-                    "repo_id": lora["repo_id"],
-                    "patterns": lora["files"],
-                }
-        return repos
-
-    def hub_lookup(self, kind: str, slug_name: str, revision: str) -> dict[str, Any]:
-        """The download behind a hub path (kind: models | loras): repo id and allow patterns."""
-        try:
-            return self.hub_repos[(kind, slug_name, revision)]
-        except KeyError:
-            raise ValueError(f"no configured {kind} repo {slug_name!r} at revision {revision!r}") from None
-
-    # ----- the bench and inputs ------------------------------------------------------------------
-    def bench_root(self) -> str:
-        bench = self.config["bench"]
-        if bench["source"] == "local":
-            if not bench["local_path"]:
-                config_error("bench.local_path", "source is 'local' but no local_path is given")
-            return bench["local_path"]
-        if bench["source"] == "demo":
-            return self.resources("demo-bench")
-        return self.resources(f"hub/datasets/{slug(bench['repo_id'])}/{bench['revision']}")
-
-    def bench_marker(self) -> str | list[str]:
-        if self.config["bench"]["source"] == "local":
-            return []
-        return f"{self.bench_root()}/{SOURCE_MARKER}"
-
-    def manifest_inputs(self) -> list[str]:
-        """The bench's marker, or for a local bench the files it scans: a fixed, added or removed
-        sample file then rebuilds the manifest (a local bench has no marker that would change)."""
-        bench = self.config["bench"]
-        if bench["source"] != "local":
-            return [self.bench_marker()]
-        folders = sample_folders(self.bench_root(), bench["splits"], bench["task_globs"], bench["samples_per_task"])
-        files = (path for folder in folders for path in sample_files(folder, SAMPLE_FILES))
-        return [path for path in files if os.path.exists(path)]
 
     def sample_dir(self, item: Input) -> str:
         return f"{self.bench_root()}/{item.split}/{item.task}/{item.sample}"
