@@ -153,4 +153,4 @@ def _fill_report(
         if member.decoded_dir is not None:
             sheet = Path(member.decoded_dir) / sheet_name
             if sheet.exists():
-                link_file(sheet, Path(sheets_root) / f"{member['key']}.png")
+                link_file(sheet, Path(sheets_root) / f"{member.key}.png")
