@@ -26,11 +26,9 @@ from typing import Any
 
 from stepscope import records
 from stepscope.atomic import write_json
-from stepscope.jobs.members import AnalysisMember, DecodeMember, SampleMember
+from stepscope.jobs.members import Member
 from stepscope.jobs.plan import Receipt, input_stamps, parse_batch_name
 from stepscope.provenance import package_versions
-
-Member = SampleMember | DecodeMember | AnalysisMember
 
 ERROR_FILE = "error.json"
 FIGURES_MARKER = "figures.json"

@@ -21,12 +21,18 @@ class _Params:
 
 
 @dataclass(frozen=True)
-class SampleMember(_Params):
+class Member(_Params):
+    """One run of a batch, as its receipt lists it."""
+
+    key: str  # split/task/sample/run
+    labels: dict[str, str]  # variant, split, task, sample, run
+    fingerprint: str  # of the stage's request: the run's outputs are current while it holds
+
+
+@dataclass(frozen=True)
+class SampleMember(Member):
     """One run to sample: its input, settings and where its records and scorer video go."""
 
-    key: str  # split/task/sample/run, as receipts list it
-    labels: dict[str, str]  # variant, split, task, sample, run
-    fingerprint: str  # of the sampling request; the records are current while it holds
     source: dict[str, Any]  # {sample_dir} of a bench sample, or a custom {image, prompt}
     settings: dict[str, Any]  # the variant's sampler settings
     record: dict[str, Any]  # config `record`: what is recorded
@@ -38,23 +44,17 @@ class SampleMember(_Params):
 
 
 @dataclass(frozen=True)
-class DecodeMember(_Params):
+class DecodeMember(Member):
     """One run whose chosen steps are decoded."""
 
-    key: str
-    labels: dict[str, str]
-    fingerprint: str
     run_dir: str
     out_dir: str
 
 
 @dataclass(frozen=True)
-class AnalysisMember(_Params):
+class AnalysisMember(Member):
     """One run drawn and scored."""
 
-    key: str
-    labels: dict[str, str]
-    fingerprint: str
     run_dir: str
     decoded_dir: str | None  # None when nothing is decoded
     figure_dir: str

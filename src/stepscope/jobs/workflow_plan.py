@@ -306,16 +306,17 @@ class WorkflowPlan(SourcePlan):
         build = {"sample": self.sample_members, "decode": self.decode_members, "analysis": self.analysis_members}
         return [member.as_params() for member in build[stage](batch)]
 
+    def member_identity(self, stage: str, unit: Unit) -> dict[str, Any]:
+        """What every member says of its run: key, labels and the stage's fingerprint."""
+        return {"key": unit.key, "labels": unit.labels, "fingerprint": self.fingerprints[stage][unit]}
+
     def sample_members(self, batch: Batch) -> list[SampleMember]:
-        fingerprints = self.fingerprints["sample"]
         members = []
         for unit in batch.units:
             request = self.sampling_request(unit)
             members.append(
                 SampleMember(
-                    key=unit.key,
-                    labels=unit.labels,
-                    fingerprint=fingerprints[unit],
+                    **self.member_identity("sample", unit),
                     source=request["source"],
                     settings=request["settings"],
                     record=request["record"],
@@ -329,12 +330,9 @@ class WorkflowPlan(SourcePlan):
         return members
 
     def decode_members(self, batch: Batch) -> list[DecodeMember]:
-        fingerprints = self.fingerprints["decode"]
         return [
             DecodeMember(
-                key=unit.key,
-                labels=unit.labels,
-                fingerprint=fingerprints[unit],
+                **self.member_identity("decode", unit),
                 run_dir=self.layout.run_dir(unit),
                 out_dir=self.layout.decoded_dir(unit),
             )
@@ -342,12 +340,9 @@ class WorkflowPlan(SourcePlan):
         ]
 
     def analysis_members(self, batch: Batch) -> list[AnalysisMember]:
-        fingerprints = self.fingerprints["analysis"]
         return [
             AnalysisMember(
-                key=unit.key,
-                labels=unit.labels,
-                fingerprint=fingerprints[unit],
+                **self.member_identity("analysis", unit),
                 run_dir=self.layout.run_dir(unit),
                 decoded_dir=self.layout.decoded_dir(unit) if self.decoding else None,
                 figure_dir=self.layout.figure_dir(unit),
