@@ -185,6 +185,18 @@ def test_deleted_records_and_fixed_samples_are_not_taken_as_done(local_run, tmp_
     assert pd.read_parquet(work / target).empty
 
 
+@pytest.mark.slow
+def test_a_changed_reference_frame_redoes_that_inputs_scores_and_no_sampling(local_run, tmp_path):
+    """final_frame.png is read by the scorer only (bench.SCORING_FILES): a new one redoes the
+    analysis of its input's runs, and sampling and decoding stay as they are."""
+    work = copy_of(local_run, tmp_path)
+    config = str(local_config(work))
+    final = work / "bench/In-Domain_50" / TASK / "00000/final_frame.png"
+    final.write_bytes(final.read_bytes())  # the same picture, written again
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert counts.get("analysis_batch") == 1 and not {"sample_batch", "decode_batch"} & set(counts)
+
+
 # ----- 5. config the way Snakemake users write it -----------------------------------------------
 
 
