@@ -79,36 +79,18 @@ def run_path(pattern, **wildcards):
 
 
 # ----- input and params functions: the rules' wildcards handed to the plan ----------------------
-def family(variant):
-    return PLAN.family(variant)
-
-
-def model_dir(name):
-    return PLAN.model_dir(name)
-
-
-def model_sources(name):
-    return PLAN.model_sources(name)
-
-
-def lora_params(variant):
-    return PLAN.lora_params(variant)
+# (rules/probes*.smk call these names too)
+family = PLAN.family
+model_dir = PLAN.model_dir
+model_sources = PLAN.model_sources
+lora_params = PLAN.lora_params
+sample_source = PLAN.sample_source  # wildcards with split, task, sample
+sample_inputs = PLAN.sample_inputs
+run_settings = PLAN.run_settings
 
 
 def weights_inputs(wildcards):
     return PLAN.weights_inputs(wildcards.variant)
-
-
-def sample_source(wildcards):
-    return PLAN.sample_source(wildcards)
-
-
-def sample_inputs(wildcards):
-    return PLAN.sample_inputs(wildcards)
-
-
-def run_settings(wildcards):
-    return PLAN.run_settings(wildcards)
 
 
 def variant_model(wildcards):
