@@ -7,7 +7,7 @@ is per job, like a Snakemake rule):
 
   (a) figures: `stepscope.plots.figures.render_run_figures(run_dir, out)`       (one run's figures)
   (b) scoring: `stepscope.jobs.analysis.score_run_job(...)` on the final video (one run's scores)
-  (c) batch: `stepscope.jobs.batches.run_analysis_batch(...)` over `--batch-runs` runs (what one
+  (c) batch: `stepscope.jobs.analysis_batch.run_analysis_batch(...)` over `--batch-runs` runs (what one
       `analysis_batch` job does: figures + scores of each run, one process, one set of imports)
 
 `seconds_per_run` is the median time of the call itself; `process_seconds` adds the interpreter
@@ -64,10 +64,10 @@ if kind == "figures":
     from stepscope.plots.figures import render_run_figures
     n = len(render_run_figures(run_dir, out))
 elif kind == "batch":
-    from stepscope.jobs.batches import run_analysis_batch
+    from stepscope.jobs.analysis_batch import run_analysis_batch
     members = json.loads(labels)
     run_analysis_batch(
-        layers=None, steps="all", members=members, divergences=[], receipt=out + "/b0000.r0.json",
+        layers=None, steps="all", max_frames=8, members=members, divergences=[], receipt=out + "/b0000.r0.json",
         variant=members[0]["labels"]["variant"], report_figures=out + "/report/figures",
         report_sheets=out + "/report/sheets",
     )

@@ -20,7 +20,7 @@ rule demo_bench:
 
 rule manifest:
     input:
-        manifest_inputs,
+        lambda wc: PLAN.manifest_inputs(),
     output:
         manifest=results("manifest.parquet"),
         errors=results("manifest_errors.parquet"),
@@ -29,7 +29,7 @@ rule manifest:
     conda:
         "../envs/cpu.yaml"
     params:
-        bench=lambda wc: bench_root(),
+        bench=lambda wc: PLAN.bench_root(),
         splits=config["bench"]["splits"],
         task_globs=config["bench"]["task_globs"],
         max_samples=config["bench"]["samples_per_task"],

@@ -22,11 +22,11 @@ rule decode_batch:
         runtime=batch_minutes("decode"),
     params:
         family=lambda wc: family(wc.variant),
-        weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
-        steps=DECODE_STEPS,
+        weights=lambda wc: model_dir(variant_model(wc)),
+        steps=PLAN.decode_steps,
         sheet_frames=config["decode"]["sheet_frames"],
         tiled=config["decode"]["tiled"],
         device=config["device"],
-        members=decode_members,
+        members=members_of("decode"),
     script:
         "../workflow/scripts/decode_batch.py"

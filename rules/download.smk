@@ -16,9 +16,11 @@ rule download_model:
     conda:
         "../envs/cpu.yaml"
     params:
-        repo_id=lambda wc: hub_lookup("models", wc.slug, wc.revision)["repo_id"],
+        repo_id=lambda wc: PLAN.hub_lookup("models", wc.slug, wc.revision)["repo_id"],
         repo_type="model",
-        allow_patterns=lambda wc: hub_lookup("models", wc.slug, wc.revision)["patterns"],
+        allow_patterns=lambda wc: PLAN.hub_lookup("models", wc.slug, wc.revision)[
+            "patterns"
+        ],
     script:
         "../workflow/scripts/download.py"
 
@@ -32,9 +34,11 @@ rule download_lora:
     conda:
         "../envs/cpu.yaml"
     params:
-        repo_id=lambda wc: hub_lookup("loras", wc.slug, wc.revision)["repo_id"],
+        repo_id=lambda wc: PLAN.hub_lookup("loras", wc.slug, wc.revision)["repo_id"],
         repo_type="model",
-        allow_patterns=lambda wc: hub_lookup("loras", wc.slug, wc.revision)["patterns"],
+        allow_patterns=lambda wc: PLAN.hub_lookup("loras", wc.slug, wc.revision)[
+            "patterns"
+        ],
     script:
         "../workflow/scripts/download.py"
 
@@ -70,7 +74,7 @@ rule tiny_weights:
 
 rule tiny_lora:
     input:
-        lambda wc: model_marker(config["loras"][wc.lora]["tiny_for"]),
+        lambda wc: PLAN.model_marker(config["loras"][wc.lora]["tiny_for"]),
     output:
         resources("tiny/loras/{lora}/{file}"),
     log:
@@ -82,7 +86,7 @@ rule tiny_lora:
             "family"
         ],
         weights=lambda wc: model_dir(config["loras"][wc.lora]["tiny_for"]),
-        target=lambda wc: lora_target_of_file(wc.lora, wc.file),
+        target=lambda wc: PLAN.lora_target_of_file(wc.lora, wc.file),
         seed=lambda wc: config["loras"][wc.lora]["files"].index(wc.file),
     script:
         "../workflow/scripts/tiny_lora.py"

@@ -3,7 +3,7 @@
 
 rule analysis_batch:
     input:
-        unpack(analysis_inputs),
+        unpack(lambda wc: PLAN.analysis_inputs(batch_of(wc))),
     output:
         receipt=receipt_pattern("analysis"),
         figures=report(
@@ -37,18 +37,20 @@ rule analysis_batch:
         mem_mb=lambda wc, attempt: 8000 * attempt,
         runtime=batch_minutes("analysis"),
     params:
-        layers=figure_layers(),
+        layers=PLAN.figure_layers(),
         steps=config["figures"]["steps"],
         max_frames=config["figures"]["max_frames"],
-        members=analysis_members,
-        divergences=lambda wc: divergence_items(batch_of(wc)),
+        members=members_of("analysis"),
+        divergences=lambda wc: [
+            item.as_params() for item in PLAN.divergence_items(batch_of(wc))
+        ],
     script:
         "../workflow/scripts/analysis_batch.py"
 
 
 rule group_figures:
     input:
-        group_receipts,
+        lambda wc: PLAN.group_receipts(*group_key(wc)),
     output:
         report(
             directory(FIGURE_GROUP_DIR),
@@ -63,7 +65,7 @@ rule group_figures:
     conda:
         "../envs/cpu.yaml"
     params:
-        layers=figure_layers(),
-        run_dirs=lambda wc: [LAYOUT.run_dir(unit) for unit in group_units(wc)],
+        layers=PLAN.figure_layers(),
+        run_dirs=lambda wc: PLAN.group_run_dirs(*group_key(wc)),
     script:
         "../workflow/scripts/group_figures.py"

@@ -4,7 +4,7 @@
 rule sample_batch:
     input:
         unpack(weights_inputs),
-        samples=batch_sample_inputs,
+        samples=lambda wc: PLAN.batch_sample_inputs(batch_of(wc).units),
     output:
         receipt_pattern("sample"),
     log:
@@ -21,11 +21,11 @@ rule sample_batch:
         runtime=batch_minutes("sample"),
     params:
         family=lambda wc: family(wc.variant),
-        weights=lambda wc: model_dir(config["variants"][wc.variant]["model"]),
-        sources=lambda wc: model_sources(config["variants"][wc.variant]["model"]),
+        weights=lambda wc: model_dir(variant_model(wc)),
+        sources=lambda wc: model_sources(variant_model(wc)),
         loras=lambda wc: lora_params(wc.variant),
         device=config["device"],
-        members=sample_members,
-        bench_plan=bench_plan(),
+        members=members_of("sample"),
+        bench_plan=PLAN.bench_plan(),
     script:
         "../workflow/scripts/sample_batch.py"

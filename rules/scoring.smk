@@ -7,7 +7,7 @@ Builtin scores per run and the cross-seed divergence are written by the analysis
 
 rule score_evalkit:
     input:
-        lambda wc: all_receipts("sample"),
+        lambda wc: PLAN.receipts("sample"),
     output:
         results("scores/evalkit.parquet"),
     log:
@@ -16,21 +16,17 @@ rule score_evalkit:
         "../envs/cpu.yaml"
     params:
         videos_root=lambda wc: results("videos"),
-        bench=lambda wc: bench_root(),
+        bench=lambda wc: PLAN.bench_root(),
         module=config["scoring"]["evalkit_module"],
-        model_map={
-            video_model_name(v, r): (v, seed_label(r))
-            for v in config["run_variants"]
-            for r in SEED_RUNS + ENSEMBLE_RUNS
-        },
+        model_map=PLAN.evalkit_model_map(),
     script:
         "../workflow/scripts/score_evalkit.py"
 
 
 rule tables:
     input:
-        receipts=lambda wc: all_receipts("analysis"),
-        evalkit=evalkit_tables(),
+        receipts=lambda wc: PLAN.receipts("analysis"),
+        evalkit=PLAN.evalkit_tables(),
     output:
         scores=results("tables/scores.parquet"),
         summary=report(

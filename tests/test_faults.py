@@ -185,6 +185,18 @@ def test_deleted_records_and_fixed_samples_are_not_taken_as_done(local_run, tmp_
     assert pd.read_parquet(work / target).empty
 
 
+@pytest.mark.slow
+def test_a_changed_reference_frame_redoes_that_inputs_scores_and_no_sampling(local_run, tmp_path):
+    """final_frame.png is read by the scorer only (bench.SCORING_FILES): a new one redoes the
+    analysis of its input's runs, and sampling and decoding stay as they are."""
+    work = copy_of(local_run, tmp_path)
+    config = str(local_config(work))
+    final = work / "bench/In-Domain_50" / TASK / "00000/final_frame.png"
+    final.write_bytes(final.read_bytes())  # the same picture, written again
+    counts = job_counts(snakemake("-n", "--configfile", config, cwd=work).stdout)
+    assert counts.get("analysis_batch") == 1 and not {"sample_batch", "decode_batch"} & set(counts)
+
+
 # ----- 5. config the way Snakemake users write it -----------------------------------------------
 
 
@@ -286,7 +298,8 @@ def test_a_truncated_weights_file_is_named_with_the_fix(tiny_weights, tmp_path):
 
 def test_tables_and_the_failure_check_work_when_every_run_failed(tmp_path):
     from stepscope.errors import StepScopeError
-    from stepscope.jobs.analysis import check_failures, tables_job
+    from stepscope.jobs.analysis import tables_job
+    from stepscope.jobs.failures import check_failures
     from stepscope.jobs.plan import Receipt
 
     keys = [f"In-Domain_50/{TASK}/{sample:05d}/seed1" for sample in range(5)]

@@ -322,7 +322,7 @@ def test_render_group_figures(runs, tmp_path):
 
 
 def test_figures_steps_all_draws_every_step_and_max_frames_none_all_frames(runs, tmp_path):
-    from stepscope.jobs.batches import figure_steps
+    from stepscope.jobs.analysis_batch import figure_steps
 
     rec = RunRecords(runs["wan22"])
     assert figure_steps("all", rec) == list(range(STEPS))  # not the 3-step default choice

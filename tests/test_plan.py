@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from stepscope.jobs.plan import (
-    Layout,
     Plan,
     Receipt,
     ReceiptIndex,
+    ResultsLayout,
     StagePlan,
     Unit,
     fingerprint,
@@ -106,7 +106,7 @@ def test_generation_stays_while_the_newest_receipt_holds_and_moves_on_when_it_do
 
 
 def test_plan_names_receipts_from_disk_and_job_processes_take_them_as_they_are(tmp_path):
-    layout = Layout(str(tmp_path / "results"))
+    layout = ResultsLayout(str(tmp_path / "results"))
     plan_units = units(inputs=2, runs=("seed1",))
     batches = make_batches(plan_units, inputs_per_batch=2)
     stage = StagePlan(

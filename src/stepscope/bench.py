@@ -27,6 +27,11 @@ FINAL_FRAME = "final_frame.png"
 GROUND_TRUTH = "ground_truth.mp4"
 PROMPT = "prompt.txt"
 SAMPLE_FILES = (FIRST_FRAME, FINAL_FRAME, GROUND_TRUTH, PROMPT)
+# What each stage's outputs depend on: the plan stamps these files, so that changing one redoes the
+# stage. Sampling takes the image, the prompt and the frame count (it only checks final_frame.png);
+# the scorer compares with the first and final frames and the ground truth.
+SAMPLING_FILES = (FIRST_FRAME, PROMPT, GROUND_TRUTH)
+SCORING_FILES = (FIRST_FRAME, FINAL_FRAME, GROUND_TRUTH)
 SPLITS = ("In-Domain_50", "Out-of-Domain_50")
 GT_FPS = 16
 MIN_GT_FRAMES = 2  # a shorter ground truth shows no motion to score against
@@ -341,6 +346,11 @@ def sample_dir(bench_root: str | os.PathLike, split: str, task: str, sample: str
     """Folder of one sample; an integer sample index is written the VBVR way (5 digits, e.g. 00003)."""
     name = f"{sample:05d}" if isinstance(sample, int) else sample
     return Path(bench_root) / split / task / name
+
+
+def sample_files(folder: str | os.PathLike, names: Sequence[str] = SAMPLE_FILES) -> list[str]:
+    """The paths of a sample's files (`names`: e.g. SAMPLING_FILES), as the plan stamps them."""
+    return [f"{folder}/{name}" for name in names]
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -383,7 +383,7 @@ class Request:
 
 
 def outputs_current(job: Job, fingerprint_: str, stamps: dict[str, list[int]]) -> bool:
-    from stepscope.jobs.batches import read_json
+    from stepscope.jobs.batch_common import read_json
 
     done = read_json(job.out["records"] / DONE_FILE)
     return bool(
@@ -396,7 +396,7 @@ def outputs_current(job: Job, fingerprint_: str, stamps: dict[str, list[int]]) -
 
 def run_tool(command: str, args: argparse.Namespace) -> int:
     """Run a seed tool's work with stepscope's machinery; 0 when every input succeeded, else 1."""
-    from stepscope.jobs.batches import LazyLoader, _release_accelerator_memory
+    from stepscope.jobs.batch_common import LazyLoader, _release_accelerator_memory
 
     request = Request.from_args(command, args)
     jobs = bench_jobs(request.tool, args) if request.tool.bench else [custom_job(request.tool, args)]
@@ -467,7 +467,7 @@ def run_job(
 ) -> list[Path]:
     """One input: sample (unless its records are current), decode the wanted steps (unless current),
     then link the videos and draw the figures under the seed's names; returns the seed outputs."""
-    from stepscope.jobs.batches import link_file, read_json
+    from stepscope.jobs.batch_common import link_file, read_json
     from stepscope.jobs.runs import decode_run, resolve_input, sample_run
     from stepscope.plots.seed_figures import render_seed_feature_maps
 

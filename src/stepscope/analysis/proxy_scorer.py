@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from stepscope.analysis.score_table import RunId, rows_to_table, score_rows
+from stepscope.bench import SCORING_FILES
 
 PROXY = "stepscope-proxy"  # was called "builtin" (renamed: it is not VBVR's score)
 WEIGHTS: dict[str, float] = {
@@ -30,7 +31,7 @@ WEIGHTS: dict[str, float] = {
 }
 METRICS = (*WEIGHTS, "total")
 
-SAMPLE_FILES = ("first_frame.png", "final_frame.png", "ground_truth.mp4")
+SAMPLE_FILES = SCORING_FILES  # the bench owns the names (stepscope.bench); the analysis stamps these
 
 # --------------------------------------------------------------------------------------------
 # Image helpers (NumPy + Pillow only)

@@ -70,7 +70,7 @@ class Unit:
 
 
 @dataclass(frozen=True)
-class Layout:
+class ResultsLayout:
     """Where every per-run output lives under the results folder."""
 
     results: str
@@ -282,7 +282,7 @@ class StagePlan:
 class Plan:
     """Everything the workflow needs to name batch jobs and their members."""
 
-    layout: Layout
+    layout: ResultsLayout
     batches: dict[str, list[Batch]]
     stages: dict[str, StagePlan]
     check_disk: bool = True

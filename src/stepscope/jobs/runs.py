@@ -1,4 +1,4 @@
-"""The work behind the workflow's GPU rules, callable without Snakemake.
+"""The work behind the workflow's GPU rules, callable without Snakemake (imports torch and the models).
 
 Workflow scripts only unpack `snakemake.*` and call these functions with plain values.
 """
@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
 from stepscope import records
 from stepscope.atomic import atomic_path, write_json
 from stepscope.bench import read_sample
 from stepscope.errors import StepScopeError
-from stepscope.models.loading import LoraSpec, load_pipeline
+from stepscope.models.loading import LoraSpec, cap_gpu_memory, default_device, load_pipeline, resolve_dtype
 from stepscope.models.registry import get_family
+from stepscope.models.wan import load_image
 from stepscope.models.weights_check import names_bad_weights
 from stepscope.provenance import package_versions
 from stepscope.sampling.capture import CaptureSpec
@@ -60,10 +63,6 @@ def resolve_input(source: dict[str, Any]) -> dict[str, Any]:
         return read_sample(source["sample_dir"])
     image = Path(source["image"])
     prompt = source.get("prompt", "")
-    from PIL import Image
-
-    from stepscope.models.wan import load_image
-
     load_image(image)
     with Image.open(image) as opened:
         width, height = opened.size
@@ -91,8 +90,6 @@ def load_job_pipeline(
 ) -> Any:
     """The pipeline a GPU rule asked for: config-style LoRA dicts, device settings and the folders
     of the family's other repos. What each LoRA matched is in `pipe.stepscope_loras`."""
-    from stepscope.models.loading import cap_gpu_memory
-
     cap_gpu_memory()
     lora_specs = [
         LoraSpec(Path(item["path"]), item.get("target", "dit"), float(item.get("alpha", 1.0)))
@@ -174,8 +171,6 @@ def sample_run(
 @names_bad_weights  # a load failure names the broken file and the fix
 def load_decoder(family: str, weights_dir: str, device: dict[str, Any] | None = None):
     """Only the VAE (decoding needs nothing else), through the same loader."""
-    from stepscope.models.loading import cap_gpu_memory, default_device, resolve_dtype
-
     cap_gpu_memory()
     device = device or {}
     target = device.get("device") or default_device()
@@ -221,8 +216,6 @@ def decode_run(
     rows = []
     on_cuda = str(pipe.device).startswith("cuda")
     if on_cuda:
-        import torch
-
         torch.cuda.reset_peak_memory_stats(pipe.device)
     started = time.perf_counter()
     for index, step in enumerate(wanted):
@@ -272,8 +265,6 @@ def decode_tiling(pipe, adapter, latent_shape, setting: str | bool, settings: di
         estimate = getattr(adapter, "untiled_decode_gib", lambda shape: None)(latent_shape)
     if estimate is None:
         return run_tiled, "as the run's final video"
-    import torch
-
     free = torch.cuda.mem_get_info(pipe.device)[0] / 2**30
     if free >= 1.5 * estimate:
         return False, f"auto: {free:.0f} GiB free >= 1.5 x {estimate:.1f} GiB untiled"
@@ -308,21 +299,3 @@ def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: 
     with atomic_path(target) as tmp:
         figure.savefig(tmp, dpi=110, format="png")
     plt.close(figure)
-
-
-def write_manifest(
-    bench_root: str,
-    splits: list[str],
-    task_globs: list[str],
-    max_samples: int | None,
-    manifest_path: str,
-    errors_path: str,
-) -> None:
-    from stepscope.atomic import write_parquet
-    from stepscope.bench import scan_bench
-
-    manifest, errors = scan_bench(
-        bench_root, splits=splits, task_globs=task_globs, max_samples_per_task=max_samples
-    )
-    write_parquet(errors_path, errors)
-    write_parquet(manifest_path, manifest)

@@ -13,14 +13,11 @@ The ensemble's video is trajectory 0's (the first seed's); after a ``latent`` me
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from stepscope.errors import StepScopeError
+from stepscope.run_names import STRATEGIES, ensemble_run, parse_ensemble_run
 from stepscope.sampling.hooks import StepHook
-
-STRATEGIES = ("latent", "velocity", "x0")
-NAME = re.compile(r"^ens-(latent|velocity|x0)-k(\d+)-(\d+)-(\d+)(-rescale)?$")
 
 
 @dataclass(frozen=True)
@@ -41,25 +38,14 @@ class EnsembleSpec:
 
     @property
     def name(self) -> str:
-        return f"ens-{self.strategy}-k{self.k}-{self.start}-{self.end}" + ("-rescale" if self.rescale else "")
+        return ensemble_run(self.strategy, self.k, self.start, self.end, self.rescale)
 
     @classmethod
     def from_name(cls, name: str) -> EnsembleSpec:
-        match = NAME.match(name)
-        if not match:
-            raise StepScopeError(
-                f"not an ensemble name: {name!r} (expected ens-<strategy>-k<K>-<start>-<end>[-rescale])"
-            )
-        strategy, k, start, end, rescale = match.groups()
-        return cls(strategy, int(k), int(start), int(end), rescale is not None)
+        return cls(*parse_ensemble_run(name))
 
     def seeds(self, first_seed: int) -> list[int]:
         return [first_seed + index for index in range(self.k)]
-
-
-def seed_label(run: str) -> str:
-    """A run folder name as the score tables' `seed` column: 'seed1' -> '1', ensembles keep their name."""
-    return run[len("seed") :] if run.startswith("seed") else run
 
 
 def per_part(function, *states):
