@@ -1,6 +1,6 @@
 """Random weights at the real shapes, in the real repos' file names, formats, sharding and index files.
 
-    python benchmarks/real_shape_weights.py weights --family wan2.2 --out W [--link-experts]
+    python benchmarks/real_shape_weights.py weights --family wan2.2 --out W [--link-experts] [--reuse W21]
     python benchmarks/real_shape_weights.py lora --family wan2.2 --out L [--rank 32]
     python benchmarks/real_shape_weights.py check
 
@@ -11,11 +11,10 @@ diffsynth computes for real downloads): no stepscope registration is involved. `
 that for every component without writing anything (meta tensors), which the CPU tests run.
 
 Covered: Wan2.2-I2V-A14B (two 14B experts in 6 shards each, umT5-xxl .pth, Wan2.1 VAE .pth, the
-google/umt5-xxl tokenizer folder; all four hash to diffsynth's registry) and Wan2.1-I2V-14B-720P's
-DiT (7 shards), umT5 and VAE. Not yet: Wan2.1's CLIP .pth (the real file also holds the
-XLM-RoBERTa text tower, which diffsynth drops on load and has no class for, so its key set cannot
-be rebuilt here and its hash would not match), and LTX-2.3 (a 22B DiT of 44 GB plus Gemma-3-12B
-of 24 GB exceed the lent machine's 64 GB disk at full size).
+google/umt5-xxl tokenizer folder) and Wan2.1-I2V-14B-720P (DiT in 7 shards, umT5, VAE and the
+open-clip XLM-RoBERTa/ViT-H CLIP .pth with both towers, as the real file holds them); every file
+hashes to diffsynth's registry. Not yet: LTX-2.3 (a 22B DiT of 44 GB plus Gemma-3-12B of 24 GB
+exceed the lent machine's 64 GB disk at full size).
 """
 
 from __future__ import annotations
@@ -43,6 +42,8 @@ I2V_720P_DIT = {
     "freq_dim": 256, "text_dim": 4096, "out_dim": 16, "num_heads": 40, "num_layers": 40, "eps": 1e-06,
 }
 UMT5_VOCAB = 256384
+WAN_CLIP_FILE = "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"
+FLOAT32_FILES = {WAN_CLIP_FILE}  # the released CLIP .pth is float32 (4.8 GB)
 
 
 def _meta_state(build) -> dict[str, torch.Tensor]:
@@ -70,11 +71,35 @@ def vae_state() -> dict[str, torch.Tensor]:
     return {key.removeprefix("model."): value for key, value in state.items()}
 
 
+def xlm_roberta_text_shapes(vocab=250002, positions=514, dim=1024, layers=24, out_dim=1024) -> dict[str, tuple]:
+    """The CLIP file's text tower (`textual.*`): Wan's XLMRobertaWithHead (wan/modules/xlm_roberta.py,
+    clip.py of Wan-Video/Wan2.1). diffsynth drops it on load and cannot build it: its copy of the
+    class picks up the vision AttentionBlock defined later in the same module, so it is spelled
+    out here; the real file holds it, and diffsynth's hash covers it."""
+    shapes = {"token_embedding.weight": (vocab, dim), "type_embedding.weight": (1, dim), "pos_embedding.weight": (positions, dim)}
+    for block in range(layers):
+        prefix = f"blocks.{block}."
+        for name in ("attn.q", "attn.k", "attn.v", "attn.o"):
+            shapes[f"{prefix}{name}.weight"], shapes[f"{prefix}{name}.bias"] = (dim, dim), (dim,)
+        for name in ("norm1", "norm2"):
+            shapes[f"{prefix}{name}.weight"], shapes[f"{prefix}{name}.bias"] = (dim,), (dim,)
+        shapes[f"{prefix}ffn.0.weight"], shapes[f"{prefix}ffn.0.bias"] = (4 * dim, dim), (4 * dim,)
+        shapes[f"{prefix}ffn.2.weight"], shapes[f"{prefix}ffn.2.bias"] = (dim, 4 * dim), (dim,)
+    shapes["norm.weight"], shapes["norm.bias"] = (dim,), (dim,)
+    middle = (dim + out_dim) // 2
+    shapes["head.0.weight"], shapes["head.2.weight"] = (middle, dim), (out_dim, middle)
+    return shapes
+
+
 def clip_state() -> dict[str, torch.Tensor]:
+    """models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth: Wan's XLMRobertaCLIP, both towers
+    (the visual tower diffsynth keeps, `textual.*` and `log_scale`)."""
     from diffsynth.models.wan_video_image_encoder import WanImageEncoder
 
-    state = _meta_state(WanImageEncoder)
-    return {key.removeprefix("model."): value for key, value in state.items()}
+    state = {key.removeprefix("model."): value for key, value in _meta_state(WanImageEncoder).items()}
+    for key, shape in xlm_roberta_text_shapes().items():
+        state[f"textual.{key}"] = torch.empty(shape, device="meta")
+    return state
 
 
 def family_files(family: str) -> dict[str, tuple]:
@@ -90,7 +115,7 @@ def family_files(family: str) -> dict[str, tuple]:
         return {
             ".": (lambda: dit_state(I2V_720P_DIT), 7, "wan_video_dit"),
             **common,
-            "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth": (clip_state, 0, "wan_video_image_encoder"),
+            WAN_CLIP_FILE: (clip_state, 0, "wan_video_image_encoder"),
         }
     raise SystemExit(f"{family}: real-shape weights are written for wan2.2 and wan2.1 only")
 
@@ -104,8 +129,8 @@ def registered(state: dict[str, torch.Tensor], model_name: str) -> bool:
     return any(c["model_hash"] == digest and c["model_name"] == model_name for c in MODEL_CONFIGS)
 
 
-def _random_like(value: torch.Tensor, generator: torch.Generator, device: str) -> torch.Tensor:
-    dtype = torch.bfloat16 if value.is_floating_point() else value.dtype
+def _random_like(value: torch.Tensor, generator: torch.Generator, device: str, dtype=torch.bfloat16) -> torch.Tensor:
+    dtype = dtype if value.is_floating_point() else value.dtype
     fan_in = value[0].numel() if value.dim() >= 2 else 1
     drawn = torch.randn(value.shape, generator=generator, device=device, dtype=torch.float32)
     return (drawn / math.sqrt(fan_in) if value.dim() >= 2 else 0.02 * drawn).to(dtype).cpu()
@@ -138,9 +163,9 @@ def write_shards(state: dict[str, torch.Tensor], folder: Path, shards: int, seed
     return paths
 
 
-def write_pth(state: dict[str, torch.Tensor], path: Path, seed: int, device: str) -> Path:
+def write_pth(state: dict[str, torch.Tensor], path: Path, seed: int, device: str, dtype=torch.bfloat16) -> Path:
     generator = torch.Generator(device=device).manual_seed(seed)
-    torch.save({key: _random_like(value, generator, device) for key, value in state.items()}, str(path))
+    torch.save({key: _random_like(value, generator, device, dtype) for key, value in state.items()}, str(path))
     return path
 
 
@@ -154,7 +179,9 @@ def write_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def write_family(family: str, out: Path, *, link_experts: bool, device: str) -> dict:
+def write_family(family: str, out: Path, *, link_experts: bool, device: str, reuse: Path | None = None) -> dict:
+    """`reuse`: another family's folder whose single-file components (umT5, VAE) this one shares:
+    hard-linked instead of written again (the Wan repos ship the same files)."""
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for seed, (relative, (build, shards, model_name)) in enumerate(family_files(family).items()):
@@ -162,6 +189,11 @@ def write_family(family: str, out: Path, *, link_experts: bool, device: str) -> 
         if not registered(state, model_name):
             raise SystemExit(f"{relative}: not a file diffsynth's registry knows ({model_name})")
         target = out / relative
+        if reuse is not None and not shards and (reuse / relative).is_file():
+            target.unlink(missing_ok=True)
+            os.link(reuse / relative, target)
+            written[relative] = f"hard link to {reuse / relative}"
+            continue
         if relative == "low_noise_model" and link_experts:
             target.mkdir(parents=True, exist_ok=True)
             for path in sorted((out / "high_noise_model").iterdir()):
@@ -170,7 +202,8 @@ def write_family(family: str, out: Path, *, link_experts: bool, device: str) -> 
                 os.link(path, link)  # the disk holds one expert; the loader reads two folders
             written[relative] = "hard links to high_noise_model"
             continue
-        paths = write_shards(state, target, shards, seed, device) if shards else [write_pth(state, target, seed, device)]
+        dtype = torch.float32 if relative in FLOAT32_FILES else torch.bfloat16
+        paths = write_shards(state, target, shards, seed, device) if shards else [write_pth(state, target, seed, device, dtype)]
         written[relative] = sum(p.stat().st_size for p in paths) / GIB
         print(f"{relative}: {written[relative]:.1f} GiB", flush=True)
     write_tokenizer(out / "google/umt5-xxl")
@@ -219,6 +252,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--link-experts", action="store_true", help="wan2.2: low_noise_model = hard links")
+    parser.add_argument("--reuse", type=Path, help="hard-link the single-file components found in this folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -226,7 +260,8 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=2))
         return 0 if all(results.values()) else 1
     if args.command == "weights":
-        print(json.dumps(write_family(args.family, args.out, link_experts=args.link_experts, device=args.device)))
+        written = write_family(args.family, args.out, link_experts=args.link_experts, device=args.device, reuse=args.reuse)
+        print(json.dumps(written))
     else:
         print([str(p) for p in write_lora(args.family, args.out, args.rank, args.device)])
     return 0

@@ -26,21 +26,38 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def rehearsal_config(out: Path, weights: str | None, loras: str | None, steps: int, tiny: bool) -> dict:
+# Per family: the LoRA files and their targets (diffsynth's key format, as the VBVR repos ship).
+LORA_TARGETS = {
+    "wan2.2": {"high_noise_lora.safetensors": "high_noise", "low_noise_lora.safetensors": "low_noise"},
+    "wan2.1": {"lora.safetensors": "dit"},
+}
+VARIANTS = ("r480-base", "r1024-vbvr")
+
+
+def rehearsal_config(
+    out: Path,
+    weights: str | None,
+    loras: str | None,
+    steps: int,
+    tiny: bool,
+    family: str = "wan2.2",
+    variants: tuple[str, ...] = VARIANTS,
+    probe: bool = True,
+) -> dict:
     size, frames = (64, 9) if tiny else (1024, 81)
-    model = {"family": "wan2.2", "tiny": True} if tiny else {"family": "wan2.2", "local_path": weights}
-    lora = (
-        {"tiny_for": "wan22", "files": ["high_noise_lora.safetensors", "low_noise_lora.safetensors"]}
-        if tiny
-        else {"local_path": loras, "files": ["high_noise_lora.safetensors", "low_noise_lora.safetensors"]}
-    )
+    model = {"family": family, "tiny": True} if tiny else {"family": family, "local_path": weights}
+    files = list(LORA_TARGETS[family])
+    lora = {"tiny_for": "model", "files": files} if tiny else {"local_path": loras, "files": files}
     small = {"height": 32, "width": 64} if tiny else {"height": 480, "width": 832}
     large = {"height": 64, "width": 64} if tiny else {"height": 1024, "width": 1024}
     lora_items = [
-        {"lora": "vbvr", "file": "high_noise_lora.safetensors", "target": "high_noise", "alpha": 1.0},
-        {"lora": "vbvr", "file": "low_noise_lora.safetensors", "target": "low_noise", "alpha": 1.0},
+        {"lora": "vbvr", "file": file, "target": target, "alpha": 1.0} for file, target in LORA_TARGETS[family].items()
     ]
     off = {"enabled": False}
+    all_variants = {
+        "r480-base": {"model": "model", "steps": steps, **small},
+        "r1024-vbvr": {"model": "model", "steps": steps, "loras": lora_items, **large},
+    }
     return {
         "results": str(out / "results"),
         "resources": str(out / "resources"),
@@ -53,13 +70,10 @@ def rehearsal_config(out: Path, weights: str | None, loras: str | None, steps: i
             "demo_size": size,
             "demo_frames": frames,
         },
-        "models": {"wan22": model},
+        "models": {"model": model},
         "loras": {"vbvr": lora},
-        "variants": {
-            "r480-base": {"model": "wan22", "steps": steps, **small},
-            "r1024-vbvr": {"model": "wan22", "steps": steps, "loras": lora_items, **large},
-        },
-        "run_variants": ["r480-base", "r1024-vbvr"],
+        "variants": all_variants,
+        "run_variants": list(variants),
         "seeds": [1],
         "batch": {"inputs": 1},
         "record": {"layers": [0, 3] if tiny else [0, 10, 20, 30, 39], "capture_steps": "all", "x0_steps": "all"},
@@ -67,11 +81,11 @@ def rehearsal_config(out: Path, weights: str | None, loras: str | None, steps: i
         "figures": {"layers": [0], "steps": "first,last"},
         "device": {"dtype": "fp32" if tiny else "bf16", "offload": "seed", "lora_mode": "hotload"},
         "probes": {
-            "variants": ["r480-base"],
+            "variants": [variants[0]],
             "task_globs": ["D-1_*"],
             "samples": [0],
             "noise_step": off,
-            "noise_frame": {"enabled": True, "frames": [1], "steps": "all"},
+            "noise_frame": {"enabled": probe, "frames": [1], "steps": "all"},
             "sensitivity": off,
             "token_swap": off,
         },
@@ -84,8 +98,10 @@ def _tsv(path: Path) -> dict:
     return {"s": float(row["s"]), "max_rss_mb": float(row["max_rss"]) if row["max_rss"] not in ("", "-") else None}
 
 
-def collect(out: Path) -> dict:
-    """What each job measured: meta.json / decoded.json per run, Snakemake's benchmark per job."""
+def collect(out: Path, cold_start: bool = False) -> dict:
+    """What each job measured: meta.json / decoded.json per run, Snakemake's benchmark per job, and
+    each GPU job's model load in the order the jobs ran (the first is cold when the page cache was
+    dropped before the workflow started: `cold_start`)."""
     results = out / "results"
     runs = {}
     for meta_path in sorted((results / "runs").rglob("meta.json")):
@@ -111,66 +127,128 @@ def collect(out: Path) -> dict:
             entry["decode_peak_gpu_gib"] = summary.get("peak_gpu_gib")
             entry["decode_all_steps_over_sampling"] = summary["decode_s"] / timings["denoise_s"]
         runs[variant] = entry
+    loads, seen = [], set()
+    for meta_path in sorted(results.rglob("meta.json"), key=lambda path: path.stat().st_mtime):
+        meta = json.loads(meta_path.read_text())
+        load = meta.get("timings", {}).get("load_s")
+        job = f"{'probe' if meta.get('probe') else 'sample'}/{meta.get('variant')}"
+        if load is None or (job, load) in seen:  # a probe's runs share one load
+            continue
+        seen.add((job, load))
+        loads.append({"job": job, "load_s": load})
+    for index, load in enumerate(loads):  # GPU jobs run one at a time, in this order
+        load["cache"] = "cold" if index == 0 and cold_start else "warm"
     jobs = {
         str(path.relative_to(results / "benchmarks")): _tsv(path)
         for path in sorted((results / "benchmarks").rglob("*.tsv"))
     } if (results / "benchmarks").exists() else {}
-    return {"runs": runs, "jobs": jobs}
+    return {"runs": runs, "jobs": jobs, "loads": loads}
 
 
-def summarize(raw: dict, family: str = "wan2.2") -> dict:
-    """The issue's machine-readable summary of one rehearsal report (families not run: false)."""
-    runs = raw.get("runs", {})
+def family_summary(raws: list[dict]) -> dict:
+    """One family's numbers from its rehearsal reports (a later report's run replaces an earlier one
+    of the same variant). Loads in the order the jobs wrote them: the first after dropping the page
+    cache is cold, later ones find the files in the page cache (warm)."""
+    runs, jobs, exits = {}, {}, []
+    for raw in raws:
+        runs.update(raw.get("runs", {}))
+        jobs.update(raw.get("jobs", {}))
+        exits.append(raw.get("snakemake_exit"))
     by_size = {run["height"]: run for run in runs.values()}
     big, small = by_size.get(1024), by_size.get(480)
-    sampled = [job for name, job in raw.get("jobs", {}).items() if name.startswith("sample/")]
-    summary = {
+    sampled = [job for name, job in jobs.items() if name.startswith(("sample/", "probe"))]
+    loads = [load for raw in raws for load in raw.get("loads", [])]
+    return {
         "ran_workflow": bool(runs),
-        "snakemake_exit": raw.get("snakemake_exit"),
+        "snakemake_exit": exits,
         "peak_gpu_gib_1024": big and big["peak_gpu_gib"],
+        "peak_gpu_gib_480": small and small["peak_gpu_gib"],
         "s_per_step_1024": big and big["s_per_step"],
         "s_per_step_480": small and small["s_per_step"],
         "load_s": min((run["load_s"] for run in runs.values() if run.get("load_s")), default=None),
-        "host_rss_gib_sample_job": max((job["max_rss_mb"] / 1024 for job in sampled), default=None),
+        "load_s_cold": next((load["load_s"] for load in loads if load["cache"] == "cold"), None),
+        "load_s_warm": min((load["load_s"] for load in loads if load["cache"] == "warm"), default=None),
+        "host_rss_gib_sample_job": max((job["max_rss_mb"] / 1024 for job in sampled if job["max_rss_mb"]), default=None),
+        "decode_s_per_step_video_480": small and small.get("decode_s_per_step_video"),
         "decode_s_per_step_video_1024": big and big.get("decode_s_per_step_video"),
-        "gpu_gib_cap": raw.get("gpu_gib_cap"),
-        "runs": sorted(runs),
-    }
-    families = {name: {"ran_workflow": False} for name in ("wan2.2", "wan2.1", "ltx2.3")}
-    families[family] = summary
-    return {
-        "families": families,
         "decode_all_steps_over_sampling_480p": small and small.get("decode_all_steps_over_sampling"),
         "decode_all_steps_over_sampling_1024": big and big.get("decode_all_steps_over_sampling"),
+        "analysis_s": max((job["s"] for name, job in jobs.items() if name.startswith("analysis/")), default=None),
+        "gpu_gib_cap": next((raw.get("gpu_gib_cap") for raw in raws), None),
+        "runs": sorted(runs),
     }
+
+
+def summarize(raws: list[dict]) -> dict:
+    """The issue's machine-readable summary of the rehearsal reports (families not run: false).
+    The top-level decode ratios are Wan2.2's (the paper's default model) where it has them."""
+    families = {name: {"ran_workflow": False} for name in ("wan2.2", "wan2.1", "ltx2.3")}
+    for family in families:
+        mine = [raw for raw in raws if raw.get("family", "wan2.2") == family]
+        if mine:
+            families[family] = family_summary(mine)
+    order = [families["wan2.2"], *(families[name] for name in ("wan2.1", "ltx2.3"))]
+
+    def first(key):
+        return next((entry[key] for entry in order if entry.get(key) is not None), None)
+
+    return {
+        "families": families,
+        "decode_all_steps_over_sampling_480p": first("decode_all_steps_over_sampling_480p"),
+        "decode_all_steps_over_sampling_1024": first("decode_all_steps_over_sampling_1024"),
+    }
+
+
+def drop_page_cache() -> bool:
+    """Write back and drop the page cache (needs root), so that the first job's load reads the disk."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as error:
+        print(f"page cache not dropped ({error}): the first load is not a cold one", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", default="wan2.2", choices=sorted(LORA_TARGETS))
     parser.add_argument("--weights")
     parser.add_argument("--loras")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--no-probe", action="store_true", help="leave the noise_frame probe job out")
     parser.add_argument("--gpu-gib", type=float, default=80.0)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--timeout", type=float, default=None, help="stop snakemake after S s, then collect")
     parser.add_argument("--tiny", action="store_true", help="the tiny twin on a CPU (checks the flow)")
-    parser.add_argument("--summarize", type=Path, help="only turn a rehearsal.json into the issue's summary at --out")
+    parser.add_argument("--drop-caches", action="store_true", help="drop the page cache first (root): a cold first load")
+    parser.add_argument(
+        "--summarize", type=Path, nargs="+", help="only turn rehearsal reports (raw JSON) into the issue's summary at --out"
+    )
     args = parser.parse_args(argv)
     if args.summarize:
-        summary = summarize(json.loads(args.summarize.read_text()))
+        summary = summarize([json.loads(path.read_text()) for path in args.summarize])
         args.out.write_text(json.dumps(summary, indent=2) + "\n")
         print(json.dumps(summary, indent=2))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     config = args.out / "rehearsal.yaml"
-    config.write_text(yaml.safe_dump(rehearsal_config(args.out, args.weights, args.loras, args.steps, args.tiny)))
+    config.write_text(
+        yaml.safe_dump(
+            rehearsal_config(
+                args.out, args.weights, args.loras, args.steps, args.tiny, args.family, tuple(args.variants), not args.no_probe
+            )
+        )
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "STEPSCOPE_GPU_MEMORY_GIB": str(args.gpu_gib)}
     command = [
         sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(REPO),
         "--configfile", str(config), "--cores", str(args.cores), "--resources", "gpu=1", "--keep-going",
         "--scheduler", "greedy",
     ]
+    cold = drop_page_cache() if args.drop_caches else False
     started = time.perf_counter()
     with open(args.out / "snakemake.log", "w") as log:
         try:
@@ -178,11 +256,13 @@ def main(argv=None) -> int:
         except subprocess.TimeoutExpired:
             code = "timeout"
     report = {
+        "family": args.family,
         "command": " ".join(command),
         "snakemake_exit": code,
         "wall_s": time.perf_counter() - started,
         "gpu_gib_cap": args.gpu_gib,
-        **collect(args.out),
+        "page_cache_dropped": cold,
+        **collect(args.out, cold),
     }
     (args.out / "rehearsal.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
