@@ -8,7 +8,7 @@
 set -uo pipefail
 stage=$1
 budget=$2
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=$PWD/src
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 W=${W:-/root/w}
 mkdir -p "$W" "$OUT"
 left() { echo $((budget - SECONDS - ${1:-0})); }
