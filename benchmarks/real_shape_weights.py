@@ -11,10 +11,11 @@ diffsynth computes for real downloads): no stepscope registration is involved. `
 that for every component without writing anything (meta tensors), which the CPU tests run.
 
 Covered: Wan2.2-I2V-A14B (two 14B experts in 6 shards each, umT5-xxl .pth, Wan2.1 VAE .pth, the
-google/umt5-xxl tokenizer folder) and Wan2.1-I2V-14B-720P (DiT in 7 shards, umT5, VAE and the
-open-clip XLM-RoBERTa/ViT-H CLIP .pth with both towers, as the real file holds them); every file
-hashes to diffsynth's registry. Not yet: LTX-2.3 (a 22B DiT of 44 GB plus Gemma-3-12B of 24 GB
-exceed the lent machine's 64 GB disk at full size).
+google/umt5-xxl tokenizer folder), Wan2.1-I2V-14B-720P (DiT in 7 shards, umT5, VAE and the
+open-clip XLM-RoBERTa/ViT-H CLIP .pth with both towers, float32 as the real file) and LTX-2.3
+(DiffSynth-Studio/LTX-2.3-Repackage's seven files + Gemma-3-12B in 5 shards with its index and a
+tokenizer folder; `--gemma-dir` puts Gemma outside the folder, e.g. in /dev/shm, since 38 + 24 GB
+exceed the lent machine's 64 GB disk). Every file hashes to diffsynth's registry.
 """
 
 from __future__ import annotations
@@ -102,6 +103,48 @@ def clip_state() -> dict[str, torch.Tensor]:
     return state
 
 
+def ltx_state(model_hash: str) -> dict[str, torch.Tensor]:
+    """An LTX-2.3 file's keys: diffsynth's registry entry (class + kwargs) built on meta tensors, its
+    keys mapped back to the checkpoint format by the tiny twin's inverse converters (the same
+    mappings the CPU tests load through diffsynth's converters)."""
+    import importlib
+
+    from diffsynth.configs import MODEL_CONFIGS
+
+    from stepscope.families import ltx
+
+    to_file = {
+        "ltx2_dit": lambda state: ltx._prefixed(state, "model.diffusion_model."),
+        "ltx2_text_encoder_post_modules": ltx._post_module_checkpoint_keys,
+        "ltx2_video_vae_encoder": lambda state: ltx._prefixed(state, "vae.encoder.", "vae.per_channel_statistics."),
+        "ltx2_video_vae_decoder": lambda state: ltx._prefixed(state, "vae.decoder.", "vae.per_channel_statistics."),
+        "ltx2_audio_vae_decoder": lambda state: ltx._prefixed(
+            state, "audio_vae.decoder.", "audio_vae.per_channel_statistics."
+        ),
+        "ltx2_audio_vocoder": lambda state: ltx._prefixed(state, "vocoder."),
+        "ltx2_text_encoder": ltx._gemma_checkpoint_keys,
+    }
+    config = next(c for c in MODEL_CONFIGS if c["model_hash"] == model_hash)
+    module, name = config["model_class"].rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    return to_file[config["model_name"]](_meta_state(lambda: cls(**config.get("extra_kwargs", {}))))
+
+
+# diffsynth 2.1.12's registry entries of the files of DiffSynth-Studio/LTX-2.3-Repackage (the audio
+# VAE decoder is LTX-2's) and of google/gemma-3-12b-it-qat-q4_0-unquantized (5 shards + index).
+LTX_FILES = {
+    "transformer.safetensors": ("1c55afad76ed33c112a2978550b524d1", 0, "ltx2_dit"),
+    "text_encoder_post_modules.safetensors": ("05da2aab1c4b061f72c426311c165a43", 0, "ltx2_text_encoder_post_modules"),
+    "video_vae_encoder.safetensors": ("eecdc07c2ec30863b8a2b8b2134036cf", 0, "ltx2_video_vae_encoder"),
+    "video_vae_decoder.safetensors": ("deda2f542e17ee25bc8c38fd605316ea", 0, "ltx2_video_vae_decoder"),
+    "audio_vae_decoder.safetensors": ("7d7823dde8f1ea0b50fb07ac329dd4cb", 0, "ltx2_audio_vae_decoder"),
+    "audio_vocoder.safetensors": ("cd436c99e69ec5c80f050f0944f02a15", 0, "ltx2_audio_vocoder"),
+    "google/gemma-3-12b-it-qat-q4_0-unquantized": ("33917f31c4a79196171154cca39f165e", 5, "ltx2_text_encoder"),
+}
+GEMMA_VOCAB = 262208
+SHARD_STEMS = {"ltx2_text_encoder": "model"}  # else diffusion_pytorch_model (the Wan-AI repos)
+
+
 def family_files(family: str) -> dict[str, tuple]:
     """relative path -> (state builder, shards, registry model_name) of one family's repo."""
     common = {
@@ -117,7 +160,12 @@ def family_files(family: str) -> dict[str, tuple]:
             **common,
             WAN_CLIP_FILE: (clip_state, 0, "wan_video_image_encoder"),
         }
-    raise SystemExit(f"{family}: real-shape weights are written for wan2.2 and wan2.1 only")
+    if family == "ltx2.3":
+        return {
+            relative: ((lambda digest=digest: ltx_state(digest)), shards, model_name)
+            for relative, (digest, shards, model_name) in LTX_FILES.items()
+        }
+    raise SystemExit(f"{family}: real-shape weights are written for wan2.2, wan2.1 and ltx2.3")
 
 
 def registered(state: dict[str, torch.Tensor], model_name: str) -> bool:
@@ -136,8 +184,11 @@ def _random_like(value: torch.Tensor, generator: torch.Generator, device: str, d
     return (drawn / math.sqrt(fan_in) if value.dim() >= 2 else 0.02 * drawn).to(dtype).cpu()
 
 
-def write_shards(state: dict[str, torch.Tensor], folder: Path, shards: int, seed: int, device: str) -> list[Path]:
-    """`diffusion_pytorch_model-0000i-of-0000n.safetensors` + its index, as the Wan-AI repos ship."""
+def write_shards(
+    state: dict[str, torch.Tensor], folder: Path, shards: int, seed: int, device: str, stem: str = "diffusion_pytorch_model"
+) -> list[Path]:
+    """`{stem}-0000i-of-0000n.safetensors` + `{stem}.safetensors.index.json`, as the Wan-AI (and
+    Gemma) repos ship."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,13 +205,22 @@ def write_shards(state: dict[str, torch.Tensor], folder: Path, shards: int, seed
     generator = torch.Generator(device=device).manual_seed(seed)
     weight_map, paths = {}, []
     for index, group in enumerate(groups, 1):
-        name = f"diffusion_pytorch_model-{index:05d}-of-{len(groups):05d}.safetensors"
+        name = f"{stem}-{index:05d}-of-{len(groups):05d}.safetensors"
         save_file({key: _random_like(state[key], generator, device) for key in group}, str(folder / name))
         weight_map.update(dict.fromkeys(group, name))
         paths.append(folder / name)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return paths
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path, seed: int, device: str) -> Path:
+    from safetensors.torch import save_file
+
+    generator = torch.Generator(device=device).manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: _random_like(value, generator, device) for key, value in state.items()}, str(path))
+    return path
 
 
 def write_pth(state: dict[str, torch.Tensor], path: Path, seed: int, device: str, dtype=torch.bfloat16) -> Path:
@@ -169,19 +229,30 @@ def write_pth(state: dict[str, torch.Tensor], path: Path, seed: int, device: str
     return path
 
 
-def write_tokenizer(folder: Path) -> None:
-    """google/umt5-xxl's folder with its file names; the vocabulary is made here (no hub access)."""
+def write_tokenizer(folder: Path, vocab: int = UMT5_VOCAB, max_length: int = 512) -> None:
+    """A tokenizer folder with the real repo's file names (google/umt5-xxl, or Gemma-3's); the
+    vocabulary is made here (no hub access)."""
     from stepscope.families.tiny import write_word_tokenizer
 
-    write_word_tokenizer(folder, UMT5_VOCAB)
+    write_word_tokenizer(folder, vocab)
     config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.update(tokenizer_class="PreTrainedTokenizerFast", model_max_length=512)
+    config.update(tokenizer_class="PreTrainedTokenizerFast", model_max_length=max_length)
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
-def write_family(family: str, out: Path, *, link_experts: bool, device: str, reuse: Path | None = None) -> dict:
+def write_family(
+    family: str,
+    out: Path,
+    *,
+    link_experts: bool,
+    device: str,
+    reuse: Path | None = None,
+    elsewhere: dict[str, Path] | None = None,
+) -> dict:
     """`reuse`: another family's folder whose single-file components (umT5, VAE) this one shares:
-    hard-linked instead of written again (the Wan repos ship the same files)."""
+    hard-linked instead of written again (the Wan repos ship the same files). `elsewhere`: relative
+    path -> folder written outside `out` and linked into it."""
+    elsewhere = elsewhere or {}
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for seed, (relative, (build, shards, model_name)) in enumerate(family_files(family).items()):
@@ -202,11 +273,27 @@ def write_family(family: str, out: Path, *, link_experts: bool, device: str, reu
                 os.link(path, link)  # the disk holds one expert; the loader reads two folders
             written[relative] = "hard links to high_noise_model"
             continue
+        if relative in elsewhere:  # written there, linked here (e.g. Gemma in /dev/shm: the disk is short)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            target.symlink_to(elsewhere[relative], target_is_directory=True)
+            target = elsewhere[relative]
         dtype = torch.float32 if relative in FLOAT32_FILES else torch.bfloat16
-        paths = write_shards(state, target, shards, seed, device) if shards else [write_pth(state, target, seed, device, dtype)]
+        if shards:
+            stem = SHARD_STEMS.get(model_name, "diffusion_pytorch_model")
+            paths = write_shards(state, target, shards, seed, device, stem)
+        elif relative.endswith(".safetensors"):
+            paths = [write_safetensors(state, target, seed, device)]
+        else:
+            paths = [write_pth(state, target, seed, device, dtype)]
         written[relative] = sum(p.stat().st_size for p in paths) / GIB
         print(f"{relative}: {written[relative]:.1f} GiB", flush=True)
-    write_tokenizer(out / "google/umt5-xxl")
+        del state
+    if family == "ltx2.3":
+        write_tokenizer(out / "google/gemma-3-12b-it-qat-q4_0-unquantized", GEMMA_VOCAB, 131072)
+    else:
+        write_tokenizer(out / "google/umt5-xxl")
     return written
 
 
@@ -214,12 +301,19 @@ def write_lora(family: str, out: Path, rank: int, device: str) -> list[Path]:
     """VBVR-style LoRAs in diffsynth's key format (lora_A/lora_B per linear of every block) at `rank`."""
     from safetensors.torch import save_file
 
-    kwargs = A14B_DIT if family == "wan2.2" else I2V_720P_DIT
-    state = dit_state(kwargs)
+    if family == "ltx2.3":  # the video stream's attention and FFN linears of diffsynth's LTXModel
+        from diffsynth.configs import MODEL_CONFIGS
+        from diffsynth.models.ltx2_dit import LTXModel
+
+        kwargs = next(c for c in MODEL_CONFIGS if c["model_hash"] == LTX_FILES["transformer.safetensors"][0])["extra_kwargs"]
+        state, blocks, parts = _meta_state(lambda: LTXModel(**kwargs)), "transformer_blocks.", (".attn1.", ".attn2.", ".ff.")
+    else:
+        state = dit_state(A14B_DIT if family == "wan2.2" else I2V_720P_DIT)
+        blocks, parts = "blocks.", (".self_attn.", ".cross_attn.", ".ffn.")
     names = sorted(
         key.removesuffix(".weight")
         for key, value in state.items()
-        if key.startswith("blocks.") and value.dim() == 2 and (".self_attn." in key or ".cross_attn." in key or ".ffn." in key)
+        if key.startswith(blocks) and value.dim() == 2 and any(part in key for part in parts)
     )
     files = ["high_noise_lora.safetensors", "low_noise_lora.safetensors"] if family == "wan2.2" else ["lora.safetensors"]
     out.mkdir(parents=True, exist_ok=True)
@@ -239,7 +333,7 @@ def write_lora(family: str, out: Path, rank: int, device: str) -> list[Path]:
 def check() -> dict[str, bool]:
     """Every component of every covered family hashes to diffsynth's registry (nothing written)."""
     results = {}
-    for family in ("wan2.2", "wan2.1"):
+    for family in ("wan2.2", "wan2.1", "ltx2.3"):
         for relative, (build, _, model_name) in family_files(family).items():
             results[f"{family}/{relative}"] = registered(build(), model_name)
     return results
@@ -253,6 +347,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--link-experts", action="store_true", help="wan2.2: low_noise_model = hard links")
     parser.add_argument("--reuse", type=Path, help="hard-link the single-file components found in this folder")
+    parser.add_argument("--gemma-dir", type=Path, help="ltx2.3: write the Gemma folder here (e.g. /dev/shm) and link it")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.command == "check":
@@ -260,7 +355,10 @@ def main(argv=None) -> int:
         print(json.dumps(results, indent=2))
         return 0 if all(results.values()) else 1
     if args.command == "weights":
-        written = write_family(args.family, args.out, link_experts=args.link_experts, device=args.device, reuse=args.reuse)
+        elsewhere = {"google/gemma-3-12b-it-qat-q4_0-unquantized": args.gemma_dir} if args.gemma_dir else {}
+        written = write_family(
+            args.family, args.out, link_experts=args.link_experts, device=args.device, reuse=args.reuse, elsewhere=elsewhere
+        )
         print(json.dumps(written))
     else:
         print([str(p) for p in write_lora(args.family, args.out, args.rank, args.device)])

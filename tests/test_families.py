@@ -301,6 +301,7 @@ def test_real_shape_weights_are_files_diffsynth_knows():
     assert results["wan2.1/."] is True
     # the CLIP .pth with both towers (diffsynth keeps the visual one) is the real file's key set
     assert results["wan2.1/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"] is True
+    assert len([key for key in results if key.startswith("ltx2.3/")]) == 7  # Repackage's files + Gemma
     assert all(results.values()), results
     # a file with one key renamed is not recognised (the check can fail)
     state = module.vae_state()
