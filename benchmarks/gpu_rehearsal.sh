@@ -29,7 +29,7 @@ wan21)
     echo "workflow done at ${SECONDS}s"
     if [ "$(left)" -gt 60 ]; then
         timeout "$(left 8)" python3 benchmarks/decode_bench.py --out "$OUT/decode_per_call.json" --repeats 2 \
-            --no-tiled --sizes 480x832 --per-call 1 2 4
+            --no-tiled --sizes 480x832
     fi
     ;;
 wan22)

@@ -226,30 +226,17 @@ def decode_run(
 
         torch.cuda.reset_peak_memory_stats(pipe.device)
     started = time.perf_counter()
-    per_call, read = 1, {}
-    if wanted:  # one mode for the whole run, chosen from its first latent's size
-        read[wanted[0]] = run.x0_hat(wanted[0])
-        shape = tuple(read[wanted[0]].shape)
-        use_tiles, why = decode_tiling(pipe, adapter, shape, tiled, settings)
-        decode_settings["tiled"] = use_tiles
-        per_call = steps_per_call(pipe, adapter, shape, use_tiles, len(wanted))
-    with ThreadPoolExecutor(max_workers=1) as writer:  # mp4 encoding overlaps the next VAE call
+    with ThreadPoolExecutor(max_workers=1) as writer:  # mp4 encoding overlaps the next step's decode
         written = []
-        for first in range(0, len(wanted), per_call):
-            chunk = wanted[first : first + per_call]
-            latents = [
-                (read.pop(step) if step in read else run.x0_hat(step)).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
-                for step in chunk
-            ]
-            decoded = (
-                adapter.decode_latents(pipe, latents, decode_settings)
-                if hasattr(adapter, "decode_latents")
-                else [adapter.decode_latent(pipe, latent, decode_settings) for latent in latents]
-            )
-            for step, frames in zip(chunk, decoded, strict=True):
-                written.append(writer.submit(records.write_video, videos / f"step_{step:04d}.mp4", frames, fps=fps))
-                picked = np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)
-                rows.append((step, frames[picked]))
+        for index, step in enumerate(wanted):
+            latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
+            if index == 0:  # one mode for the whole run, chosen from its latent's size
+                use_tiles, why = decode_tiling(pipe, adapter, tuple(latent.shape[1:]), tiled, settings)
+                decode_settings["tiled"] = use_tiles
+            frames = adapter.decode_latent(pipe, latent, decode_settings)
+            written.append(writer.submit(records.write_video, videos / f"step_{step:04d}.mp4", frames, fps=fps))
+            picked = np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)
+            rows.append((step, frames[picked]))
         for job in written:
             job.result()  # a failed write fails the job
     decode_s = time.perf_counter() - started
@@ -265,7 +252,6 @@ def decode_run(
             "step_videos_per_minute": 60 * len(wanted) / max(decode_s, 1e-9),
             "tiled": use_tiles,
             "tiling": why,
-            "steps_per_vae_call": per_call,
             **peak,
             "versions": package_versions(),
             **(summary_extra or {}),
@@ -293,24 +279,6 @@ def decode_tiling(pipe, adapter, latent_shape, setting: str | bool, settings: di
     if free >= 1.5 * estimate:
         return False, f"auto: {free:.0f} GiB free >= 1.5 x {estimate:.1f} GiB untiled"
     return True, f"auto: {free:.0f} GiB free < 1.5 x {estimate:.1f} GiB untiled"
-
-
-MAX_STEPS_PER_CALL = 4
-
-
-def steps_per_call(pipe, adapter, latent_shape, tiled: bool, count: int) -> int:
-    """How many step latents one VAE call decodes: several when decoding untiled on a GPU whose free
-    memory holds 1.5x the family's untiled estimate for each (one VAE pass over a batch keeps the
-    GPU busier than one video at a time), else one."""
-    if tiled or count < 2 or not hasattr(adapter, "decode_latents") or not str(pipe.device).startswith("cuda"):
-        return 1
-    estimate = getattr(adapter, "untiled_decode_gib", lambda shape: None)(latent_shape)
-    if not estimate:
-        return 1
-    import torch
-
-    free = torch.cuda.mem_get_info(pipe.device)[0] / 2**30
-    return max(1, min(MAX_STEPS_PER_CALL, count, int(free / (1.5 * estimate))))
 
 
 def write_contact_sheet(target: Path, rows: list[tuple[int, np.ndarray]], meta: dict[str, Any]) -> None:
