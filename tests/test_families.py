@@ -360,3 +360,28 @@ def test_untiled_step_decoding_gives_diffsynths_frames_for_every_step(tiny_pipe,
         records.write_video(reference, frames, fps=16)
         written = records.read_video(tmp_path / "dec/steps" / f"step_{step:04d}.mp4")
         np.testing.assert_array_equal(written, records.read_video(reference))
+
+
+@pytest.mark.slow
+def test_rehearsal_collects_every_gpu_job_including_a_probe_and_a_stopped_one(tmp_path):
+    """The GPU rehearsal's report (benchmarks/rehearsal.py, tiny twin on a CPU): the probe's unperturbed
+    run gives the variant's s/step and each GPU job's model load is listed in start order, also when
+    the workflow is stopped before a run finishes (the H200 rehearsal's call limit did that)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "benchmarks/rehearsal.py")
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    out = tmp_path / "reh"
+    assert rehearsal.main(["--tiny", "--family", "wan2.1", "--variants", "r480-base", "--out", str(out), "--cores", "1"]) == 0
+    raw = json.loads((out / "rehearsal.json").read_text())
+    assert raw["family"] == "wan2.1" and set(raw["runs"]) == {"r480-base", "probe:r480-base"}
+    jobs = [load["job"] for load in raw["loads"]]
+    assert {job.split("/")[0] for job in jobs} == {"sample", "decode", "probes"}
+    summary = rehearsal.summarize([raw])["families"]["wan2.1"]
+    assert summary["ran_workflow"] and summary["s_per_step_480"] > 0 and summary["analysis_s"] > 0
+    # a workflow stopped early: its sample run gone, the probe's run and the logs' loads remain
+    shutil.rmtree(out / "results" / "runs")
+    stopped = rehearsal.collect(out)
+    assert set(stopped["runs"]) == {"probe:r480-base"} and [load["job"] for load in stopped["loads"]] == jobs
+    assert rehearsal.summarize([{**stopped, "family": "wan2.1"}])["families"]["wan2.1"]["s_per_step_480"] > 0
