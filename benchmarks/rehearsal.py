@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 LORA_TARGETS = {
     "wan2.2": {"high_noise_lora.safetensors": "high_noise", "low_noise_lora.safetensors": "low_noise"},
     "wan2.1": {"lora.safetensors": "dit"},
+    "ltx2.3": {"lora.safetensors": "dit"},
 }
 VARIANTS = ("r480-base", "r1024-vbvr")
 
