@@ -51,7 +51,12 @@ def rehearsal_config(
     model = {"family": family, "tiny": True} if tiny else {"family": family, "local_path": weights}
     files = list(LORA_TARGETS[family])
     lora = {"tiny_for": "model", "files": files} if tiny else {"local_path": loras, "files": files}
-    small = {"height": 32, "width": 64} if tiny else {"height": 480, "width": 832}
+    # tiny: LTX's VAE needs >= 2 latent pixels (32 px each) per side
+    small = (
+        ({"height": 64, "width": 96} if family == "ltx2.3" else {"height": 32, "width": 64})
+        if tiny
+        else {"height": 480, "width": 832}
+    )
     large = {"height": 64, "width": 64} if tiny else {"height": 1024, "width": 1024}
     lora_items = [
         {"lora": "vbvr", "file": file, "target": target, "alpha": 1.0}
