@@ -1,12 +1,14 @@
 """Step-decoding cost on a GPU: the Wan VAE at real shapes, tiled vs untiled, through stepscope's decoder.
 
-    python benchmarks/decode_bench.py --out benchmarks/results/decode.json
+    python benchmarks/decode_bench.py --out benchmarks/results/decode.json [--no-tiled] [--sizes 480x832]
 
 Writes a real-shape random Wan2.1 VAE (`Wan2.1_VAE.pth`, the file every Wan repo ships), loads it
 with `jobs.load_decoder` (the decode job's loader) and decodes 81-frame latents at 480x832 and
 1024x1024 with `decode_latent`, tiled (30, 52)/(15, 26) as the seed and untiled, timing each video
-(CUDA-synchronised, median of `--repeats`) and its peak memory. The ratios against sampling use the
-measured s/step of the rehearsal (results/rehearsal.json) or the seconds given.
+(CUDA-synchronised, median of `--repeats`) and its peak memory; untiled both as diffsynth makes the
+frames (`untiled-diffsynth`) and as stepscope does (`untiled`: the same uint8 values, converted on the
+GPU at once). The ratios against sampling use the measured s/step of the rehearsal
+(results/rehearsal.json) or the seconds given.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-tiled", action="store_true", help="time only untiled decoding")
+    parser.add_argument("--sizes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args(argv)
     from real_shape_weights import vae_state, write_pth
 
     from stepscope.jobs.runs import load_decoder
+    from stepscope.models.adapter import Prepared
     from stepscope.models.registry import get_family
 
     family = get_family("wan2.2")
@@ -42,23 +47,33 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         write_pth(vae_state(), Path(folder) / "Wan2.1_VAE.pth", seed=0, device="cuda")
         pipe = load_decoder("wan2.2", folder, {"device": "cuda", "dtype": "bf16"})
-        for name, shape in SHAPES.items():
+        untiled = Prepared({}, {}, {}, call_kwargs={"tiled": False, "tile_size": (30, 52), "tile_stride": (15, 26)})
+        modes = {
+            "tiled": lambda latent: family.decode_latent(pipe, latent, {"tiled": True}),
+            # diffsynth's own untiled decode + vae_output_to_video (frame by frame through PIL)
+            "untiled-diffsynth": lambda latent: family.decode(pipe, untiled, latent),
+            "untiled": lambda latent: family.decode_latent(pipe, latent, {"tiled": False}),
+        }
+        for name, shape in ((name, SHAPES[name]) for name in args.sizes):
             latent = torch.randn((1, *shape), device="cuda", dtype=torch.bfloat16)
-            for tiled in (True, False):
+            for mode, decode in modes.items():
+                if args.no_tiled and mode == "tiled":
+                    continue
                 times = []
                 torch.cuda.reset_peak_memory_stats()
                 for _ in range(args.repeats + 1):  # the first is a warm-up
                     torch.cuda.synchronize()
                     started = time.perf_counter()
-                    family.decode_latent(pipe, latent, {"tiled": tiled})
+                    decode(latent)
                     torch.cuda.synchronize()
                     times.append(time.perf_counter() - started)
-                results["videos"][f"{name}/{'tiled' if tiled else 'untiled'}"] = {
+                results["videos"][f"{name}/{mode}"] = entry = {
                     "s_per_video": statistics.median(times[1:]),
                     "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
                     "estimate_untiled_gib": family.untiled_decode_gib(shape),
                 }
-                print(name, tiled, results["videos"][f"{name}/{'tiled' if tiled else 'untiled'}"], flush=True)
+                print(name, mode, entry, flush=True)
+                args.out.write_text(json.dumps(results, indent=2) + "\n")  # kept if a time limit stops the rest
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -18,7 +18,8 @@ rule probe:
     resources:
         gpu=1,
         # offload "seed" keeps every weight in host memory (bf16): Wan2.2 two 14B experts + umT5
-        # + VAE ~ 69 GB, LTX-2.3 22B DiT + Gemma-3 12B + VAEs ~ 70 GB; plus activations.
+        # + VAE ~ 69 GB, LTX-2.3 22B DiT + Gemma-3 12B + VAEs ~ 70 GB; plus activations. Measured
+        # max RSS of a Wan2.2 noise_frame probe job on the H200 rehearsal: 66.5 GiB.
         mem_mb=lambda wc, attempt: 96000 * attempt,
         runtime=lambda wc, attempt: 1440 * attempt,
     params:

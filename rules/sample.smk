@@ -16,7 +16,8 @@ rule sample_batch:
     resources:
         gpu=1,
         # offload "seed" keeps every weight in host memory (bf16): Wan2.2 two 14B experts + umT5
-        # + VAE ~ 69 GB, LTX-2.3 22B DiT + Gemma-3 12B + VAEs ~ 70 GB; plus activations.
+        # + VAE ~ 69 GB, LTX-2.3 22B DiT + Gemma-3 12B + VAEs ~ 70 GB; plus activations. Measured
+        # max RSS on the H200 rehearsal: Wan2.2 66.7 GiB, Wan2.1 46.2 GiB (benchmarks/RESULTS.md).
         mem_mb=lambda wc, attempt: 96000 * attempt,
         runtime=batch_minutes("sample"),
     params:

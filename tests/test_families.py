@@ -284,7 +284,7 @@ def test_an_ltx_variant_runs_end_to_end_through_the_workflow(tmp_path):
 
 
 def test_real_shape_weights_are_files_diffsynth_knows():
-    """The rehearsal's real-shape Wan2.2 files (two sharded 14B experts, umT5 .pth, VAE .pth) hash to
+    """The rehearsal's real-shape Wan files (sharded 14B DiTs, umT5 .pth, VAE .pth, Wan2.1's CLIP .pth) hash to
     diffsynth's own registry entries, so they load the way real downloads do (no tiny registration)."""
     import importlib.util
 
@@ -299,6 +299,10 @@ def test_real_shape_weights_are_files_diffsynth_knows():
         "wan2.2/Wan2.1_VAE.pth": True,
     }
     assert results["wan2.1/."] is True
+    # the CLIP .pth with both towers (diffsynth keeps the visual one) is the real file's key set
+    assert results["wan2.1/models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth"] is True
+    assert len([key for key in results if key.startswith("ltx2.3/")]) == 7  # Repackage's files + Gemma
+    assert all(results.values()), results
     # a file with one key renamed is not recognised (the check can fail)
     state = module.vae_state()
     state["renamed"] = state.pop(next(iter(state)))
@@ -328,3 +332,56 @@ def test_step_decoding_tiling_modes(tiny_pipe, test_image, tmp_path):
     records.write_video(reference, untiled, fps=16)
     np.testing.assert_array_equal(written, records.read_video(reference))
     assert family.untiled_decode_gib((16, 21, 60, 104)) == pytest.approx(4.4)
+
+
+def test_untiled_step_decoding_gives_diffsynths_frames_for_every_step(tiny_pipe, test_image, tmp_path):
+    """The untiled step decode converts all frames to uint8 at once on the device instead of frame by
+    frame through PIL: the same values as diffsynth's untiled decode + vae_output_to_video, for every
+    step; decode_run writes every step's video (mp4 encoding runs beside the next decode)."""
+    from stepscope import records
+    from stepscope.jobs.runs import decode_run
+    from stepscope.models.adapter import Prepared
+    from stepscope.sampling.loop import RecordSpec, sample
+
+    pipe, family = tiny_pipe("wan2.1"), get_family("wan2.1")
+    sample(pipe, "wan2.1", image=test_image, prompt=PROMPT, record=RecordSpec(capture=None), out_dir=tmp_path / "run", **RUN)
+    run = records.RunRecords(tmp_path / "run")
+    untiled = Prepared({}, {}, {}, call_kwargs={"tiled": False, "tile_size": (30, 52), "tile_stride": (15, 26)})
+    steps = range(RUN["num_inference_steps"])
+    theirs = [family.decode(pipe, untiled, run.x0_hat(step).float().unsqueeze(0)) for step in steps]
+    for step, frames in zip(steps, theirs, strict=True):
+        mine = family.decode_latent(pipe, run.x0_hat(step).float().unsqueeze(0), {"tiled": False})
+        assert mine.dtype == np.uint8 and mine.shape == frames.shape
+        np.testing.assert_array_equal(mine, frames)
+    decode_run(pipe, "wan2.1", run_dir=str(tmp_path / "run"), steps="all", out_dir=str(tmp_path / "dec"), tiled=False)
+    assert json.loads((tmp_path / "dec/decoded.json").read_text())["steps"] == list(steps)
+    for step, frames in zip(steps, theirs, strict=True):
+        reference = tmp_path / f"ref{step}.mp4"
+        records.write_video(reference, frames, fps=16)
+        written = records.read_video(tmp_path / "dec/steps" / f"step_{step:04d}.mp4")
+        np.testing.assert_array_equal(written, records.read_video(reference))
+
+
+@pytest.mark.slow
+def test_rehearsal_collects_every_gpu_job_including_a_probe_and_a_stopped_one(tmp_path):
+    """The GPU rehearsal's report (benchmarks/rehearsal.py, tiny twin on a CPU): the probe's unperturbed
+    run gives the variant's s/step and each GPU job's model load is listed in start order, also when
+    the workflow is stopped before a run finishes (the H200 rehearsal's call limit did that)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rehearsal", REPO / "benchmarks/rehearsal.py")
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    out = tmp_path / "reh"
+    assert rehearsal.main(["--tiny", "--family", "wan2.1", "--variants", "r480-base", "--out", str(out), "--cores", "1"]) == 0
+    raw = json.loads((out / "rehearsal.json").read_text())
+    assert raw["family"] == "wan2.1" and set(raw["runs"]) == {"r480-base", "probe:r480-base"}
+    jobs = [load["job"] for load in raw["loads"]]
+    assert {job.split("/")[0] for job in jobs} == {"sample", "decode", "probes"}
+    summary = rehearsal.summarize([raw])["families"]["wan2.1"]
+    assert summary["ran_workflow"] and summary["s_per_step_480"] > 0 and summary["analysis_s"] > 0
+    # a workflow stopped early: its sample run gone, the probe's run and the logs' loads remain
+    shutil.rmtree(out / "results" / "runs")
+    stopped = rehearsal.collect(out)
+    assert set(stopped["runs"]) == {"probe:r480-base"} and [load["job"] for load in stopped["loads"]] == jobs
+    assert rehearsal.summarize([{**stopped, "family": "wan2.1"}])["families"]["wan2.1"]["s_per_step_480"] > 0

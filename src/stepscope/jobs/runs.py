@@ -6,6 +6,7 @@ Workflow scripts only unpack `snakemake.*` and call these functions with plain v
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -218,19 +219,21 @@ def decode_run(
     if on_cuda:
         torch.cuda.reset_peak_memory_stats(pipe.device)
     started = time.perf_counter()
-    for index, step in enumerate(wanted):
-        latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
-        if index == 0:  # one mode for the whole run, chosen from its latent's size
-            use_tiles, why = decode_tiling(pipe, adapter, tuple(latent.shape[1:]), tiled, settings)
-            decode_settings["tiled"] = use_tiles
-        frames = adapter.decode_latent(pipe, latent, decode_settings)
-        records.write_video(videos / f"step_{step:04d}.mp4", frames, fps=fps)
-        rows.append(
-            (
-                step,
-                frames[np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)],
-            )
-        )
+    with ThreadPoolExecutor(max_workers=1) as writer:  # mp4 encoding overlaps the next step's decode
+        pending = None
+        for index, step in enumerate(wanted):
+            latent = run.x0_hat(step).unsqueeze(0).to(device=pipe.device, dtype=pipe.torch_dtype)
+            if index == 0:  # one mode for the whole run, chosen from its latent's size
+                use_tiles, why = decode_tiling(pipe, adapter, tuple(latent.shape[1:]), tiled, settings)
+                decode_settings["tiled"] = use_tiles
+            frames = adapter.decode_latent(pipe, latent, decode_settings)
+            if pending is not None:
+                pending.result()  # one video in writing at a time (host memory); a failed write fails the job
+            pending = writer.submit(records.write_video, videos / f"step_{step:04d}.mp4", frames, fps=fps)
+            picked = np.linspace(0, len(frames) - 1, min(sheet_frames, len(frames))).round().astype(int)
+            rows.append((step, frames[picked]))
+        if pending is not None:
+            pending.result()
     decode_s = time.perf_counter() - started
     peak = {"peak_gpu_gib": torch.cuda.max_memory_allocated(pipe.device) / 2**30} if on_cuda else {}
     write_contact_sheet(out / records.CONTACT_SHEET, rows, run.meta)

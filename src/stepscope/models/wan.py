@@ -227,8 +227,19 @@ class WanFamily:
         latent (16, 21, 60, 104) on an H200, scaled by the latent's size."""
         return 4.4 * math.prod(latent_shape[-3:]) / (21 * 60 * 104)
 
+    @torch.no_grad()
     def decode_latent(self, pipe, latent: torch.Tensor, settings: dict[str, Any]) -> np.ndarray:
-        """Frames of one recorded video latent (an x0_hat), decoded as the run's final video was."""
+        """Frames of one recorded video latent (an x0_hat), decoded as the run's final video was.
+        Untiled: diffsynth's untiled decode (`WanVideoVAE.single_decode`) with `vae_output_to_image`'s
+        arithmetic done once on the GPU for all frames instead of frame by frame through PIL: the
+        same uint8 values, 1.74 vs 2.39 s per 81-frame 480p video on an H200. (Two latents per VAE
+        call were slower there: 2.84 s per video.)"""
+        if not bool(settings.get("tiled", True)):
+            pipe.load_models_to_device(["vae"])
+            video = pipe.vae.model.decode(latent.to(pipe.device), pipe.vae.scale).clamp_(-1, 1)[0]
+            frames = ((video - (-1)) * (255 / (1 - (-1)))).clip(0, 255).to(torch.uint8)
+            pipe.load_models_to_device([])
+            return frames.permute(1, 2, 3, 0).cpu().numpy()
         call_kwargs = {
             "tiled": bool(settings.get("tiled", True)),
             "tile_size": tuple(settings.get("tile_size", (30, 52))),
