@@ -385,6 +385,8 @@ def train(
     cycles = plan_dit.setdefault("dit_cycles", [[0, plan_dit["dit_steps"]]] if "dit_steps" in plan_dit else [])
     last_save = time.monotonic()
     for cycle in range(config.dit_cycles):
+        if cycle < len(cycles) and cycles[cycle][1] is not None:
+            continue  # finished in an earlier piece
         if cycle == len(cycles):  # a warm restart from here, its step count planned afresh
             cycles.append([state["dit_step"], None])
             plan_dit.pop("dit_steps", None)
