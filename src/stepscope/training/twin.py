@@ -15,6 +15,8 @@ exact modules, scheduler and conditioning that sampling uses:
 
 Every stage runs in pieces: `train` stops at a time limit and writes a checkpoint folder, and the
 next call resumes from it (the data stream is a function of the step, so pieces add up to one run).
+A finished DiT stage can be trained further by raising `dit_cycles`: each new cycle warms up again
+and decays its own cosine over a step count planned like the first one (a warm restart).
 """
 
 from __future__ import annotations
@@ -385,8 +387,8 @@ def train(
     cycles = plan_dit.setdefault("dit_cycles", [[0, plan_dit["dit_steps"]]] if "dit_steps" in plan_dit else [])
     last_save = time.monotonic()
     for cycle in range(config.dit_cycles):
-        if cycle < len(cycles) and cycles[cycle][1] is not None:
-            continue  # finished in an earlier piece
+        if cycle < len(cycles) - 1:
+            continue  # finished: a later cycle has started
         if cycle == len(cycles):  # a warm restart from here, its step count planned afresh
             cycles.append([state["dit_step"], None])
             plan_dit.pop("dit_steps", None)
