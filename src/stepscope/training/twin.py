@@ -384,7 +384,9 @@ def train(
 
     # Cycles [start, end] of the DiT stage (a checkpoint from before cycles existed had one).
     plan_dit = state["plan"]
-    cycles = plan_dit.setdefault("dit_cycles", [[0, plan_dit["dit_steps"]]] if "dit_steps" in plan_dit else [])
+    cycles = plan_dit.setdefault(
+        "dit_cycles", [[0, plan_dit["dit_steps"]]] if "dit_steps" in plan_dit else []
+    )
     last_save = time.monotonic()
     for cycle in range(config.dit_cycles):
         if cycle < len(cycles) - 1:
