@@ -1,13 +1,13 @@
 """Benchmark: seconds per run and peak memory of the CPU figure and scoring work.
 
-Not a test. Writes one synthetic run at demo size (`stepscope.synthetic.write_synthetic_run`)
+Not a test. Writes one synthetic run at demo size (`stepscope.testing.synthetic.write_synthetic_run`)
 and a synthetic bench sample (a moving object, `stepscope.bench.generate_demo_bench`, its first
 sample), then times, `--repeats` times each and each in a fresh Python process (so peak memory
 is per job, like a Snakemake rule):
 
-  (a) figures: `stepscope.figures.render_run_figures(run_dir, out)`       (one run's figures)
-  (b) scoring: `stepscope.analysis_jobs.score_run_job(...)` on the final video (one run's scores)
-  (c) batch: `stepscope.batch_jobs.run_analysis_batch(...)` over `--batch-runs` runs (what one
+  (a) figures: `stepscope.plots.figures.render_run_figures(run_dir, out)`       (one run's figures)
+  (b) scoring: `stepscope.jobs.analysis.score_run_job(...)` on the final video (one run's scores)
+  (c) batch: `stepscope.jobs.batches.run_analysis_batch(...)` over `--batch-runs` runs (what one
       `analysis_batch` job does: figures + scores of each run, one process, one set of imports)
 
 `seconds_per_run` is the median time of the call itself; `process_seconds` adds the interpreter
@@ -61,10 +61,10 @@ import json, resource, sys, time
 kind, run_dir, sample_dir, out, labels = sys.argv[1:6]
 t0 = time.perf_counter()
 if kind == "figures":
-    from stepscope.figures import render_run_figures
+    from stepscope.plots.figures import render_run_figures
     n = len(render_run_figures(run_dir, out))
 elif kind == "batch":
-    from stepscope.batch_jobs import run_analysis_batch
+    from stepscope.jobs.batches import run_analysis_batch
     members = json.loads(labels)
     run_analysis_batch(
         layers=None, steps="all", members=members, divergences=[], receipt=out + "/b0000.r0.json",
@@ -73,7 +73,7 @@ elif kind == "batch":
     )
     n = len(members)
 else:
-    from stepscope.analysis_jobs import score_run_job
+    from stepscope.jobs.analysis import score_run_job
     score_run_job(run_dir=run_dir, decoded_summary=None, sample_dir=sample_dir, labels=json.loads(labels), out=out)
     n = 1
 seconds = time.perf_counter() - t0
@@ -97,7 +97,7 @@ def device() -> str:
 def write_run(run_dir: Path, shape: dict) -> tuple[float, float]:
     """Write a synthetic run in a child; return (seconds, peak RSS MB of the writer)."""
     code = (
-        "import sys, json, resource; from stepscope.synthetic import write_synthetic_run; "
+        "import sys, json, resource; from stepscope.testing.synthetic import write_synthetic_run; "
         "write_synthetic_run(sys.argv[1], **json.loads(sys.argv[2])); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

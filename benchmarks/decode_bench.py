@@ -34,8 +34,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from real_shape_weights import vae_state, write_pth
 
-    from stepscope.families import get_family
-    from stepscope.jobs import load_decoder
+    from stepscope.jobs.runs import load_decoder
+    from stepscope.models.registry import get_family
 
     family = get_family("wan2.2")
     results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "videos": {}}

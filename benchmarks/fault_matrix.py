@@ -124,7 +124,7 @@ def main(scratch: Path) -> None:
         (case / "ground_truth.mp4").write_bytes(data)
         expected = "read, 77 frames" if "control" in name else "refused, naming the file"
         row(name, expected, attempt(lambda case=case: f"{read_sample(case)['gt_num_frames']} frames"))
-    from stepscope.models import load_pipeline, make_tiny_weights
+    from stepscope.models.loading import load_pipeline, make_tiny_weights
 
     weights = make_tiny_weights("wan2.2", scratch / "tiny")
     vae = weights / "Wan2.1_VAE.safetensors"
@@ -199,7 +199,7 @@ def main(scratch: Path) -> None:
         "rebuilt without the sample",
         f"errors before fix: {len(listed)}, after: {len(pd.read_parquet(work / target))}",
     )
-    from stepscope.shared import publish_once
+    from stepscope.models.shared_folders import publish_once
 
     shared = scratch / "shared/tiny/model"
     made = [publish_once(shared, lambda f: make_tiny_weights("wan2.2", f), "stepscope_tiny.json")]

@@ -59,7 +59,7 @@ def device() -> str:
 
 def write_run(run_dir: Path, preset: str) -> None:
     code = (
-        "import sys, json; from stepscope.synthetic import write_synthetic_run; "
+        "import sys, json; from stepscope.testing.synthetic import write_synthetic_run; "
         "write_synthetic_run(sys.argv[1], **json.loads(sys.argv[2]))"
     )
     subprocess.run([sys.executable, "-c", code, str(run_dir), json.dumps(PRESETS[preset])], check=True)
@@ -75,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from stepscope.atomic import write_json
-    from stepscope.figures import render_run_figures
+    from stepscope.plots.figures import render_run_figures
 
     with tempfile.TemporaryDirectory(prefix="figures_bench.") as tmp:
         run_dir = Path(tmp) / "run"

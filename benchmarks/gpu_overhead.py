@@ -4,7 +4,7 @@ Wan2.2-A14B-shaped models with random weights (two 40-layer, dim-5120 experts, t
 architecture, a 1-layer text encoder of the real output width), bf16, on one GPU. For each
 resolution, the same pipeline is sampled twice with the same seed and settings:
   plain:     pipe(...)                                   (diffsynth's own loop)
-  stepscope: stepscope.sampling.sample(..., record=...)  x0_hat every step, 5 layers reduced every
+  stepscope: stepscope.sampling.loop.sample(..., record=...)  x0_hat every step, 5 layers reduced every
              step, both CFG passes captured and tagged
 Per-step time = median interval between consecutive step starts (CUDA-synchronised). Also records
 the bytes of the run's records (extrapolated to 50 steps from the measured per-step sizes), the
@@ -32,8 +32,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from stepscope.capture import CaptureSpec  # noqa: E402
-from stepscope.sampling import RecordSpec, StepHook, sample  # noqa: E402
+from stepscope.sampling.capture import CaptureSpec  # noqa: E402
+from stepscope.sampling.loop import RecordSpec, StepHook, sample  # noqa: E402
 
 A14B = dict(
     has_image_input=False,
@@ -68,7 +68,7 @@ def build_pipeline(tokenizer_dir: Path, layers: int, smoke: bool = False):
     from diffsynth.models.wan_video_vae import WanVideoVAE
     from diffsynth.pipelines.wan_video import WanVideoPipeline
 
-    from stepscope.families.tiny import write_word_tokenizer
+    from stepscope.models.tiny import write_word_tokenizer
 
     write_word_tokenizer(tokenizer_dir, 256)
     dims = {**A14B, "num_layers": layers, **(SMOKE if smoke else {})}
@@ -97,7 +97,7 @@ def build_pipeline(tokenizer_dir: Path, layers: int, smoke: bool = False):
 
 def capture_sync_check() -> dict:
     """Does the capture hook's device work force a host sync? (Each one stalls the DiT's queue.)"""
-    from stepscope.capture import reduce_on_device
+    from stepscope.sampling.capture import reduce_on_device
 
     tokens = torch.randn(21 * 30 * 52, 5120, device="cuda", dtype=torch.bfloat16)
     reduce_on_device(tokens, (21, 30, 52))  # first call caches the start basis (one copy)
@@ -165,7 +165,7 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
     record = RecordSpec(capture=CaptureSpec(layers=LAYERS, passes=("cond", "uncond")))
     started = time.perf_counter()
     run_dir = out / f"run_{height}x{width}"
-    from stepscope.sampling import sample_lockstep
+    from stepscope.sampling.loop import sample_lockstep
 
     result = sample_lockstep(
         pipe,
@@ -214,7 +214,7 @@ def default_storage(result, run_dir: Path, steps: int) -> dict:
     """Bytes of a 50-step run with the default records (cond pass, 5 layers every step, spatial
     maps at 6 steps, x0_hat every step), from the sizes of this real run's arrays."""
     from stepscope import records
-    from stepscope.capture import SPATIAL_MAPS
+    from stepscope.sampling.capture import SPATIAL_MAPS
 
     cond = {k: v for k, v in result.activation_maps.items() if ".cond." in k}
     small = {k: v for k, v in cond.items() if k.rsplit(".", 1)[1] not in SPATIAL_MAPS}
@@ -268,8 +268,8 @@ def write_records(run_dir: Path, result) -> None:
 
 
 def decode_throughput(pipe, run_dir: Path, count: int = 2) -> dict:
-    from stepscope.families import get_family
-    from stepscope.families.base import Prepared
+    from stepscope.models.adapter import Prepared
+    from stepscope.models.registry import get_family
     from stepscope.records import RunRecords
 
     run = RunRecords(run_dir)

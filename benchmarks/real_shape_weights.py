@@ -146,7 +146,7 @@ def write_pth(state: dict[str, torch.Tensor], path: Path, seed: int, device: str
 
 def write_tokenizer(folder: Path) -> None:
     """google/umt5-xxl's folder with its file names; the vocabulary is made here (no hub access)."""
-    from stepscope.families.tiny import write_word_tokenizer
+    from stepscope.models.tiny import write_word_tokenizer
 
     write_word_tokenizer(folder, UMT5_VOCAB)
     config = json.loads((folder / "tokenizer_config.json").read_text())

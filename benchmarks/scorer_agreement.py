@@ -10,7 +10,7 @@ the way the pipeline writes videos (stepscope.records.write_video: H.264, imagei
 * ``resampled``   -- the GT resampled to 81 frames, longer side 640 px (another model's shape).
 
 Each candidate is scored by the proxy (metric ``total``) and by the module through
-``stepscope.scoring.score_with_evalkit`` in task-specific mode (``task_specific``) and in
+``stepscope.analysis.evalkit.score_with_evalkit`` in task-specific mode (``task_specific``) and in
 composite mode (``weighted``). Printed and written: Spearman rank correlation over all
 (sample, candidate) pairs, the mean within-sample Spearman, how often both scorers rank the
 same candidate first, the mean |proxy total - composite|, and each candidate's mean score.
@@ -42,7 +42,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from stepscope import records, scoring  # noqa: E402
+from stepscope import records  # noqa: E402
+from stepscope.analysis import evalkit, proxy_scorer  # noqa: E402
 
 CANDIDATES = ("gt_copy", "first_held", "jump", "resampled")
 MODES = {"task_specific": False, "weighted": True}  # reference metric -> full_score
@@ -110,7 +111,7 @@ def agreement(table: pd.DataFrame, reference: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True, help="VBVR-format bench root")
-    parser.add_argument("--module", default=scoring.EVALKIT_MODULE, help="reference scorer module")
+    parser.add_argument("--module", default=evalkit.EVALKIT_MODULE, help="reference scorer module")
     parser.add_argument("--module-path", action="append", default=[], help="added to sys.path")
     parser.add_argument("--name", default=None, help="results/scorer_agreement_<name>.json")
     parser.add_argument("--limit", type=int, default=None, help="at most this many samples")
@@ -129,10 +130,10 @@ def main() -> int:
     for sample in samples:
         split, task, index = sample.relative_to(bench).parts
         for name, frames in candidates(sample).items():
-            video = scoring.evalkit_video_path(work / "videos", name, split, task, index)
+            video = evalkit.evalkit_video_path(work / "videos", name, split, task, index)
             video.parent.mkdir(parents=True, exist_ok=True)
             records.write_video(video, frames, fps=16)
-            scores = scoring.score_video(video, sample)
+            scores = proxy_scorer.score_video(video, sample)
             rows.append({"split": split, "task": task, "sample": index, "candidate": name,
                          "proxy_total": scores["total"]})  # fmt: skip
     proxy_s = time.perf_counter() - started
@@ -142,7 +143,7 @@ def main() -> int:
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)  # the adapter's version, failure, skip notes
-            ref = scoring.score_with_evalkit(work / "videos", bench, module=args.module, full_score=full_score,
+            ref = evalkit.score_with_evalkit(work / "videos", bench, module=args.module, full_score=full_score,
                                              model_map={c: (c, "1") for c in CANDIDATES})  # fmt: skip
         for warning in caught:
             print(f"warning ({metric}): {warning.message}", file=sys.stderr)

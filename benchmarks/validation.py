@@ -4,13 +4,13 @@
 
 On a held-out generated bench (the demo generator's own seed stream; training used another) it
 runs the workflow's own job functions (`jobs.sample_run`, `jobs.decode_run`,
-`analysis_jobs.score_run_job`, `probes.probe_job`, ensembles through `sample_run`) with the demo
+`analysis_jobs.score_run_job`, `probes.job.probe_job`, ensembles through `sample_run`) with the demo
 variant's settings, and writes benchmarks/results/validation.json:
 
 * scores per task (builtin scorer, metric `total`) for the trained twin, the random twin and the
   static-first-frame baseline, with a bootstrap 95% interval for the trained twin;
 * step-score curves (decoded x0_hat of every step) and emergence steps (`chain_of_steps`);
-* candidate mass per step on the two-answer task (`stepscope.validation`);
+* candidate mass per step on the two-answer task (`stepscope.analysis.validation`);
 * probes: noise at a step vs at a latent frame, CKA sensitivity peak vs the expert switch;
 * the multi-seed latent ensemble's gain over its first seed alone, with an interval.
 """
@@ -30,17 +30,20 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from stepscope.analysis_jobs import score_run_job  # noqa: E402
+from stepscope.analysis.chain_of_steps import emergence_step  # noqa: E402
+from stepscope.analysis.proxy_scorer import score_video  # noqa: E402
+from stepscope.analysis.score_table import read_score_table  # noqa: E402
+from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video  # noqa: E402
 from stepscope.atomic import write_json  # noqa: E402
 from stepscope.bench import EITHER_TASK, FIRST_FRAME, generate_demo_bench, sample_dir  # noqa: E402
-from stepscope.chain_of_steps import emergence_step, switch_step_from_schedule  # noqa: E402
-from stepscope.jobs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run  # noqa: E402
-from stepscope.models import limit_cpu_threads, make_tiny_weights  # noqa: E402
-from stepscope.probes import noise_summary, noise_table, probe_job, sensitivity_summary, sensitivity_table  # noqa: E402
-from stepscope.records import RunRecords, read_video  # noqa: E402
-from stepscope.scoring import read_score_table, score_video  # noqa: E402
+from stepscope.jobs.analysis import score_run_job  # noqa: E402
+from stepscope.jobs.runs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run  # noqa: E402
+from stepscope.models.loading import limit_cpu_threads, make_tiny_weights  # noqa: E402
+from stepscope.probes.job import probe_job  # noqa: E402
+from stepscope.probes.latent_tables import sensitivity_table  # noqa: E402
+from stepscope.probes.tables import noise_summary, noise_table, sensitivity_summary  # noqa: E402
+from stepscope.records import RunRecords, expert_switch_step, read_video  # noqa: E402
 from stepscope.training.twin import TRAIN_TASKS  # noqa: E402
-from stepscope.validation import bootstrap_ci, candidate_mass, commitment, static_first_video  # noqa: E402
 
 TRAINED = REPO / "weights" / "wan2.2-twin"
 OUT = REPO / "benchmarks" / "results" / "validation.json"
@@ -210,7 +213,7 @@ def main(argv=None) -> int:
     # Step-score curves and emergence steps (the decoded x0_hat video of every step).
     run0 = work / "trained" / "plain" / TRAIN_TASKS[0] / "00000"
     result["step_curves"] = {
-        "switch_step": switch_step_from_schedule(RunRecords(run0).schedule),
+        "switch_step": expert_switch_step(RunRecords(run0).schedule),
         **{
             metric: curves_and_emergence(trained, metric)
             for metric in (METRIC, "final_frame_match", "task_progress")

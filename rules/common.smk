@@ -9,11 +9,11 @@ import pandas as pd
 from snakemake.utils import validate
 
 from stepscope import records
-from stepscope.batch_jobs import FIGURES_MARKER, decoded_files
-from stepscope.ensemble import EnsembleSpec, seed_label
-from stepscope.hub import allow_patterns
-from stepscope.layouts import family_sources
-from stepscope.plan import (
+from stepscope.jobs.batches import FIGURES_MARKER, decoded_files
+from stepscope.sampling.ensemble import EnsembleSpec, seed_label
+from stepscope.models.hub import allow_patterns
+from stepscope.models.weight_layouts import family_sources
+from stepscope.jobs.plan import (
     RECORDS_FORMAT,
     Layout,
     Plan,
@@ -22,7 +22,7 @@ from stepscope.plan import (
     fingerprint,
     make_batches,
 )
-from stepscope.scoring import check_scorer_names
+from stepscope.analysis.scoring import check_scorer_names
 from stepscope.stepspec import is_empty, parse_steps, resolve_steps
 
 
@@ -483,7 +483,7 @@ def hub_lookup(kind, slug_name, revision):
         ) from None
 
 
-# ----- the batched plan (stepscope.plan; docs/workflow.md) -------------------------------------
+# ----- the batched plan (stepscope.jobs.plan; docs/workflow.md) -------------------------------------
 DECODE_STEPS = config["decode"]["steps"]
 DECODING = not is_empty(DECODE_STEPS)
 
@@ -630,7 +630,7 @@ def plan():
 
 
 def receipt_pattern(stage):
-    """A batch job's declared output: its receipt (stepscope.plan), named by variant and batch."""
+    """A batch job's declared output: its receipt (stepscope.jobs.plan), named by variant and batch."""
     return LAYOUT.receipt(stage, "{variant}", "{batch}")
 
 

@@ -3,8 +3,9 @@
 import sys
 from types import SimpleNamespace
 
+from stepscope.probes.registry import KINDS as PROBE_NAMES
+
 PROBES = config["probes"]
-PROBE_NAMES = ["noise_step", "noise_frame", "sensitivity", "token_swap"]
 PROBE_KINDS = [name for name in PROBE_NAMES if PROBES[name]["enabled"]]
 PROBE_DIR = results("probes/{probe}/{variant}/{split}/{task}/{sample}")
 PROBE_TABLE = results("probes/tables/{probe}.parquet")
@@ -69,8 +70,8 @@ def check_probe_config():
                 f"sample {index} does not exist: bench.samples_per_task is {per_task}",
             )
     steps = [config["variants"][name]["steps"] for name in probe_variants()]
-    for name in ("noise_step", "noise_frame", "sensitivity"):
-        if name in PROBE_KINDS:
+    for name in PROBE_KINDS:  # the probes with a step list (token_swap has one step)
+        if "steps" in PROBES[name]:
             try:
                 for count in steps:
                     parse_steps(PROBES[name]["steps"], count)

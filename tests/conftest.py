@@ -20,7 +20,7 @@ VBVR_MINI = SHARED / "vbvr-mini"
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """family -> tiny weights folder, made lazily once per session."""
-    from stepscope.models import make_tiny_weights
+    from stepscope.models.loading import make_tiny_weights
 
     made: dict[str, Path] = {}
 
@@ -35,7 +35,7 @@ def tiny_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_pipe(tiny_weights):
     """family -> loaded tiny pipeline (CPU, float32), cached per session."""
-    from stepscope.models import load_pipeline
+    from stepscope.models.loading import load_pipeline
 
     pipes = {}
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import stepscope.jobs
-from stepscope import batch_jobs
+import stepscope.jobs.runs
 from stepscope.bench import generate_demo_bench
-from stepscope.plan import Receipt
+from stepscope.jobs import batches as batch_jobs
+from stepscope.jobs.plan import Receipt
 
 SETTINGS = {"steps": 4, "cfg_scale": 5.0, "height": 64, "width": 64, "max_frames": 5, "fps": 16}
 RECORD = {"layers": [0, 3], "capture_steps": "all", "x0_steps": "all", "map_steps": "0,3", "passes": ["cond"]}
@@ -49,13 +49,13 @@ def sample_member(bench: Path, results: Path, sample: str, run: str, fingerprint
 def count_loads(monkeypatch):
     """Counts model loads while still loading the real tiny model."""
     loads = []
-    real = stepscope.jobs.load_job_pipeline
+    real = stepscope.jobs.runs.load_job_pipeline
 
     def counted(*args, **kwargs):
         loads.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(stepscope.jobs, "load_job_pipeline", counted)
+    monkeypatch.setattr(stepscope.jobs.runs, "load_job_pipeline", counted)
     return loads
 
 

@@ -11,20 +11,20 @@ import pytest
 import torch
 
 from stepscope import records
-from stepscope.chain_of_steps import (
+from stepscope.analysis.chain_of_steps import (
     curve_auc,
     curve_summary,
     divergence_curve,
     emergence_step,
     frame_divergence,
     latent_divergence,
-    plot_divergence,
-    plot_split_curves,
-    plot_step_curves,
     step_curves,
-    switch_step_from_schedule,
 )
-from stepscope.scoring import PROXY, RunId, rows_to_table, score_label, score_rows
+from stepscope.analysis.proxy_scorer import PROXY
+from stepscope.analysis.score_table import RunId, rows_to_table, score_rows
+from stepscope.analysis.scoring import score_label
+from stepscope.plots.curves import plot_divergence, plot_split_curves, plot_step_curves
+from stepscope.records import expert_switch_step
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -131,8 +131,10 @@ def test_divergence_curve(tmp_path):
     assert (early > 0.5).all() and (late == 0).all()
     assert divergence_curve(run_dirs, steps=[4])["latent_divergence"].tolist() == [0.0]
     schedule = records.RunRecords(run_dirs[0]).schedule
-    assert switch_step_from_schedule(schedule) == 3
-    assert switch_step_from_schedule(schedule.assign(expert="dit")) is None
+    assert expert_switch_step(schedule) == 3
+    assert expert_switch_step(schedule.assign(expert="dit")) is None
+    assert expert_switch_step(schedule.assign(expert="low_noise")) is None  # no switch within the run
+    assert expert_switch_step(schedule.to_dict("records")) == 3  # the loop's in-memory rows
     with pytest.raises(ValueError):
         divergence_curve(run_dirs[:1])
 
@@ -190,15 +192,15 @@ def test_plots(tmp_path):
 
 def test_figures_name_scorer_and_metric(tmp_path, monkeypatch):
     """Step-curve figures say which scorer and mode produced the curve."""
-    from stepscope import chain_of_steps
+    from stepscope.plots import curves
 
     texts = []
 
-    def keep_text(fig, target, dpi=110):
+    def keep_text(fig, target, result=None, **_):
         texts.append(" ".join([fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]))
-        return Path(target)
+        return {"path": Path(target)}
 
-    monkeypatch.setattr(chain_of_steps, "_save", keep_text)
+    monkeypatch.setattr(curves, "save", keep_text)
     table = _curve_table()
     plot_step_curves(table, tmp_path / "curves.png", title="wan22")
     plot_split_curves(table, tmp_path / "split.png")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stepscope.capture import CaptureSpec, reduce_tokens
-from stepscope.families import get_family
-from stepscope.families.base import StepScopeError, uint8_frames
+from stepscope.models.adapter import StepScopeError, uint8_frames
+from stepscope.models.registry import get_family
 from stepscope.records import RunRecords, is_complete
-from stepscope.sampling import RecordSpec, sample, sample_lockstep
+from stepscope.sampling.capture import CaptureSpec, reduce_tokens
+from stepscope.sampling.loop import RecordSpec, sample, sample_lockstep
 
 SETTINGS = dict(num_frames=9, height=64, width=64, num_inference_steps=8, cfg_scale=5.0)
 PROMPT = "move the red square onto the green square"
@@ -174,7 +174,7 @@ def test_records_round_trip(tiny_pipe, test_image, tmp_path):
 
 
 def test_spatial_maps_are_kept_only_at_map_steps(tiny_pipe, test_image, tmp_path):
-    from stepscope.figures import render_run_figures
+    from stepscope.plots.figures import render_run_figures
 
     spec = CaptureSpec(layers=(0, 3), map_steps=frozenset({2, 7}))
     ours(tiny_pipe("wan2.2"), "wan2.2", test_image, out_dir=tmp_path / "run", record=RecordSpec(capture=spec))
@@ -209,7 +209,7 @@ def test_num_frames_rounding_is_recorded(tiny_pipe, test_image):
 
 
 def test_bad_inputs_fail_with_clear_messages(tiny_pipe, tiny_weights, test_image, tmp_path):
-    from stepscope.models import LoraSpec, apply_lora, load_pipeline, make_tiny_lora
+    from stepscope.models.loading import LoraSpec, apply_lora, load_pipeline, make_tiny_lora
 
     pipe = tiny_pipe("wan2.2")
     with pytest.raises(StepScopeError, match="does not exist"):
@@ -237,7 +237,7 @@ def test_bad_inputs_fail_with_clear_messages(tiny_pipe, tiny_weights, test_image
 
 
 def test_lora_changes_the_output_and_is_recorded(tiny_weights, tiny_pipe, test_image, tmp_path):
-    from stepscope.models import LoraSpec, load_pipeline, make_tiny_lora
+    from stepscope.models.loading import LoraSpec, load_pipeline, make_tiny_lora
 
     base = ours(tiny_pipe("wan2.2"), "wan2.2", test_image)
     lora = make_tiny_lora(tiny_pipe("wan2.2").dit, tmp_path / "high.safetensors", scale=0.5)
@@ -249,7 +249,7 @@ def test_lora_changes_the_output_and_is_recorded(tiny_weights, tiny_pipe, test_i
 
 
 def test_compiled_models_are_refused(tiny_weights, test_image):
-    from stepscope.models import load_pipeline
+    from stepscope.models.loading import load_pipeline
 
     pipe = load_pipeline("wan2.1", tiny_weights("wan2.1"), device="cpu")
     pipe.dit.blocks[0].compile()
@@ -305,7 +305,7 @@ def test_real_weight_layout_is_recognised_by_diffsynth():
 
 
 def test_tiny_weights_are_deterministic(tmp_path):
-    from stepscope.models import make_tiny_weights
+    from stepscope.models.loading import make_tiny_weights
 
     a = make_tiny_weights("wan2.2", tmp_path / "a")
     b = make_tiny_weights("wan2.2", tmp_path / "b")

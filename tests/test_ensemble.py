@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stepscope.ensemble import EnsembleHook, EnsembleSpec, merge
-from stepscope.families.base import StepScopeError
-from stepscope.sampling import sample, sample_lockstep
+from stepscope.models.adapter import StepScopeError
+from stepscope.sampling.ensemble import EnsembleHook, EnsembleSpec, merge
+from stepscope.sampling.loop import sample, sample_lockstep
 
 SETTINGS = dict(
     prompt="fill the circle",

@@ -15,13 +15,13 @@ import torch
 from conftest import REPO
 
 from stepscope.errors import StepScopeError
-from stepscope.families import get_family
-from stepscope.families.base import resolve_layout, source_folders
-from stepscope.hub import allow_patterns
-from stepscope.layouts import LTX_GEMMA_DIR, MAIN, family_sources
+from stepscope.models.adapter import resolve_layout, source_folders
+from stepscope.models.hub import allow_patterns
+from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.weight_layouts import LTX_GEMMA_DIR, MAIN, family_sources
 from stepscope.stepspec import is_empty, is_relative, parse_steps, resolve_steps
 
-FAMILIES = ["wan2.2", "wan2.1", "ltx2.3"]
+FAMILIES = list(FAMILY_NAMES)
 
 
 def _matches(relative: str, patterns: list[str]) -> bool:
@@ -82,7 +82,7 @@ def test_every_file_the_gemma_tokenizer_opens_is_downloaded(tiny_weights, tmp_pa
 
 
 def test_gemma_without_tokenizer_files_fails_naming_file_and_repo(tiny_weights, tmp_path):
-    from stepscope.models import load_pipeline
+    from stepscope.models.loading import load_pipeline
 
     main, gemma = tmp_path / "ltx", tmp_path / "gemma"
     shutil.copytree(tiny_weights("ltx2.3"), main)
@@ -100,7 +100,7 @@ RUN = dict(num_frames=9, height=64, width=64, num_inference_steps=3, seed=2)
 
 
 def _loras(tiny_pipe, tmp_path) -> list[tuple[Path, str]]:
-    from stepscope.models import make_tiny_lora
+    from stepscope.models.loading import make_tiny_lora
 
     pipe = tiny_pipe("wan2.2")
     return [
@@ -116,10 +116,10 @@ def test_default_lora_hotload_equals_diffsynths_own_load_lora(tiny_weights, tiny
     from diffsynth.pipelines.wan_video import WanVideoPipeline
     from PIL import Image
 
-    from stepscope.families.tiny import register_tiny_configs
-    from stepscope.families.wan import WAN_NEGATIVE_PROMPT
-    from stepscope.models import LoraSpec, load_pipeline
-    from stepscope.sampling import RecordSpec, sample
+    from stepscope.models.loading import LoraSpec, load_pipeline
+    from stepscope.models.tiny import register_tiny_configs
+    from stepscope.models.wan import WAN_NEGATIVE_PROMPT
+    from stepscope.sampling.loop import RecordSpec, sample
 
     folder = tiny_weights("wan2.2")
     loras = _loras(tiny_pipe, tmp_path)
@@ -165,7 +165,7 @@ def test_default_lora_hotload_equals_diffsynths_own_load_lora(tiny_weights, tiny
 
 def test_lora_modes_need_their_memory_presets(tiny_weights, tiny_pipe, tmp_path):
     """Hot-loading needs VRAM management; fusing needs its absence (diffsynth would fuse nothing)."""
-    from stepscope.models import LoraSpec, load_pipeline
+    from stepscope.models.loading import LoraSpec, load_pipeline
 
     (path, target), _ = _loras(tiny_pipe, tmp_path)
     with pytest.raises(StepScopeError, match="device.offload"):
@@ -183,7 +183,7 @@ def test_lora_layers_the_model_lacks_are_skipped_and_reported(tiny_weights, tiny
     A LoRA that matches nothing is refused."""
     from safetensors.torch import load_file, save_file
 
-    from stepscope.models import LoraSpec, load_pipeline
+    from stepscope.models.loading import LoraSpec, load_pipeline
 
     (path, target), _ = _loras(tiny_pipe, tmp_path)
     tensors = load_file(str(path))
@@ -308,9 +308,9 @@ def test_real_shape_weights_are_files_diffsynth_knows():
 def test_step_decoding_tiling_modes(tiny_pipe, test_image, tmp_path):
     """decode.tiled: auto keeps the run's tiled decode off a GPU; false decodes untiled exactly as
     diffsynth's untiled VAE decode; decoded.json records the mode."""
-    from stepscope.families.base import Prepared
-    from stepscope.jobs import decode_run
-    from stepscope.sampling import RecordSpec, sample
+    from stepscope.jobs.runs import decode_run
+    from stepscope.models.adapter import Prepared
+    from stepscope.sampling.loop import RecordSpec, sample
 
     pipe, family = tiny_pipe("wan2.1"), get_family("wan2.1")
     sample(pipe, "wan2.1", image=test_image, prompt=PROMPT, record=RecordSpec(capture=None), out_dir=tmp_path / "run", **RUN)

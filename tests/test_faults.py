@@ -230,7 +230,7 @@ def test_every_default_the_schema_states_is_applied(tmp_path):
 def test_a_shared_weights_folder_is_written_once_and_never_under_a_reader(tmp_path):
     """Two checkouts sharing resources/: the second keeps what the first completed (same inodes,
     so a process loading them is not disturbed) and only puts back the marker Snakemake deleted."""
-    from stepscope.shared import publish_once
+    from stepscope.models.shared_folders import publish_once
 
     calls = []
 
@@ -257,8 +257,8 @@ def test_a_shared_weights_folder_is_written_once_and_never_under_a_reader(tmp_pa
 
 def test_a_truncated_weights_file_is_named_with_the_fix(tiny_weights, tmp_path):
     from stepscope.errors import StepScopeError
-    from stepscope.jobs import load_decoder
-    from stepscope.models import LoraSpec, load_pipeline
+    from stepscope.jobs.runs import load_decoder
+    from stepscope.models.loading import LoraSpec, load_pipeline
 
     folder = Path(shutil.copytree(tiny_weights("wan2.2"), tmp_path / "tiny"))
     vae = folder / "Wan2.1_VAE.safetensors"
@@ -285,9 +285,9 @@ def test_a_truncated_weights_file_is_named_with_the_fix(tiny_weights, tmp_path):
 
 
 def test_tables_and_the_failure_check_work_when_every_run_failed(tmp_path):
-    from stepscope.analysis_jobs import check_failures, tables_job
     from stepscope.errors import StepScopeError
-    from stepscope.plan import Receipt
+    from stepscope.jobs.analysis import check_failures, tables_job
+    from stepscope.jobs.plan import Receipt
 
     keys = [f"In-Domain_50/{TASK}/{sample:05d}/seed1" for sample in range(5)]
     members = [

@@ -8,9 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stepscope import figures as F
+from stepscope.plots import figures as F
+from stepscope.plots import group_figures as G
+from stepscope.plots import helpers as H
+from stepscope.plots import masks as M
+from stepscope.plots import run_figures as R
 from stepscope.records import RunRecords, is_complete
-from stepscope.synthetic import object_mask, write_synthetic_first_frame, write_synthetic_run
+from stepscope.testing.synthetic import object_mask, write_synthetic_first_frame, write_synthetic_run
 
 LAYERS = (0, 2)
 STEPS = 8
@@ -102,31 +106,31 @@ def test_synthetic_run_is_complete_and_consistent(runs):
 def test_norm_heatmaps_match_records_and_share_scale(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
     steps = [0, 3, 7]
-    result = F.plot_norm_heatmaps(rec, tmp_path / "nh.png", layer=2, steps=steps)
+    result = R.plot_norm_heatmaps(rec, tmp_path / "nh.png", layer=2, steps=steps)
     check_png(result)
     for i, step in enumerate(steps):
         np.testing.assert_array_equal(result["norm"][i], rec.map(2, step, "norm"))
-    lo, hi = F.norm_clim(rec, 2, steps)
+    lo, hi = H.norm_clim(rec, 2, steps)
     assert (result["vmin"], result["vmax"]) == (lo, hi)
     assert result["clims"] and all(c == pytest.approx((lo, hi)) for c in result["clims"])
 
 
 def test_frames_subsampled_to_eight(runs, tmp_path):
     rec = RunRecords(runs["long"])
-    result = F.plot_norm_heatmaps(rec, tmp_path / "nh.png", layer=5, steps=[0, 3])
+    result = R.plot_norm_heatmaps(rec, tmp_path / "nh.png", layer=5, steps=[0, 3])
     check_png(result)
     frames = list(result["frames"])
     assert len(frames) == 8 and frames[0] == 0 and frames[-1] == 11
     np.testing.assert_array_equal(result["norm"][1], rec.map(5, 3, "norm")[frames])
-    grid = F.plot_layer_frame_grid(rec, tmp_path / "grid.png", step=3)
+    grid = R.plot_layer_frame_grid(rec, tmp_path / "grid.png", step=3)
     assert grid["norm"].shape == (1, 8, 3, 5)
-    pca = F.plot_pca_rgb(rec, tmp_path / "pca.png", layer=5, steps=3)
+    pca = R.plot_pca_rgb(rec, tmp_path / "pca.png", layer=5, steps=3)
     assert pca["rgb"].shape == (1, 8, 3, 5, 3)
 
 
 def test_pca_rgb_is_min_max_of_recorded_pca(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
-    result = F.plot_pca_rgb(rec, tmp_path / "pca.png", layer=0, steps=[1, 6])
+    result = R.plot_pca_rgb(rec, tmp_path / "pca.png", layer=0, steps=[1, 6])
     check_png(result)
     for i, step in enumerate([1, 6]):
         pca = rec.map(0, step, "pca").astype(np.float64)
@@ -137,22 +141,22 @@ def test_pca_rgb_is_min_max_of_recorded_pca(runs, tmp_path):
 
 def test_temporal_energy_and_channel_importance(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
-    energy = F.plot_temporal_energy(rec, tmp_path / "te.png", layer=0, steps=[0, 7])
+    energy = R.plot_temporal_energy(rec, tmp_path / "te.png", layer=0, steps=[0, 7])
     check_png(energy)
     np.testing.assert_allclose(energy["energy"][1], rec.map(0, 7, "frame_energy"))
     np.testing.assert_allclose(energy["energy"][1], rec.map(0, 7, "norm").mean(axis=(1, 2)), rtol=1e-5)
 
-    bars = F.plot_channel_importance(rec, tmp_path / "ci.png", layer=2, steps=[2, 5])
+    bars = R.plot_channel_importance(rec, tmp_path / "ci.png", layer=2, steps=[2, 5])
     check_png(bars)
     var = rec.map(2, 5, "channel_var")
-    top = min(F.TOP_CHANNELS, var.size)
+    top = min(H.TOP_CHANNELS, var.size)
     np.testing.assert_allclose(bars["variances"][1], np.sort(var)[::-1][:top])
     np.testing.assert_allclose(var[bars["channels"][1]], bars["variances"][1])
 
 
 def test_topk_channel_maps_are_the_recorded_ones(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
-    result = F.plot_topk_channel_maps(rec, tmp_path / "tk.png", layer=2, step=5)
+    result = R.plot_topk_channel_maps(rec, tmp_path / "tk.png", layer=2, step=5)
     check_png(result)
     np.testing.assert_array_equal(result["channels"], rec.map(2, 5, "topk_channels"))
     np.testing.assert_allclose(result["maps"], rec.map(2, 5, "topk_maps"))
@@ -162,7 +166,7 @@ def test_topk_channel_maps_are_the_recorded_ones(runs, tmp_path):
 def test_layer_figures_match_table(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
     table = rec.activations.set_index(["step", "layer"])["mean_norm"]
-    result = F.plot_layer_mean_norm(rec, tmp_path / "lmn.png", steps=[0, 7])
+    result = R.plot_layer_mean_norm(rec, tmp_path / "lmn.png", steps=[0, 7])
     check_png(result)
     assert result["layers"] == list(LAYERS)
     for i, step in enumerate([0, 7]):
@@ -174,8 +178,8 @@ def test_layer_figures_match_table(runs, tmp_path):
 def test_layer_frame_grid_shares_each_layers_scale_across_steps(runs, tmp_path):
     rec = RunRecords(runs["wan22"])
     steps = [0, 7]
-    clims = {layer: F.norm_clim(rec, layer, steps) for layer in LAYERS}
-    results = [F.plot_layer_frame_grid(rec, tmp_path / f"grid{s}.png", step=s, clims=clims) for s in steps]
+    clims = {layer: H.norm_clim(rec, layer, steps) for layer in LAYERS}
+    results = [R.plot_layer_frame_grid(rec, tmp_path / f"grid{s}.png", step=s, clims=clims) for s in steps]
     for result, step in zip(results, steps, strict=True):
         check_png(result)
         for i, layer in enumerate(LAYERS):
@@ -183,7 +187,7 @@ def test_layer_frame_grid_shares_each_layers_scale_across_steps(runs, tmp_path):
     assert results[0]["row_clims"] == results[1]["row_clims"] == [clims[layer] for layer in LAYERS]
     assert results[0]["clims"] == results[1]["clims"]
     # without given limits, each layer uses its own range at that step
-    own = F.plot_layer_frame_grid(rec, tmp_path / "own.png", step=0)
+    own = R.plot_layer_frame_grid(rec, tmp_path / "own.png", step=0)
     norm0 = rec.map(0, 0, "norm")
     assert own["row_clims"][0] == (float(norm0.min()), float(norm0.max()))
 
@@ -191,14 +195,14 @@ def test_layer_frame_grid_shares_each_layers_scale_across_steps(runs, tmp_path):
 def test_across_step_figures_and_expert_switch(runs, tmp_path):
     for name, switch in (("wan22", SWITCH), ("wan21", None)):
         rec = RunRecords(runs[name])
-        curve = F.plot_norm_vs_step(rec, tmp_path / f"{name}_nvs.png")
+        curve = R.plot_norm_vs_step(rec, tmp_path / f"{name}_nvs.png")
         check_png(curve)
         for layer in LAYERS:
             steps, values = curve["curves"][layer]
             rows = rec.activations.query("layer == @layer").sort_values("step")
             np.testing.assert_array_equal(steps, rows["step"].to_numpy())
             np.testing.assert_allclose(values, rows["mean_norm"].to_numpy())
-        heat = F.plot_step_frame_energy(rec, tmp_path / f"{name}_sfe.png", layer=2)
+        heat = R.plot_step_frame_energy(rec, tmp_path / f"{name}_sfe.png", layer=2)
         check_png(heat)
         expected = np.stack([rec.map(2, s, "frame_energy") for s in range(STEPS)])
         np.testing.assert_allclose(heat["energy"], expected)
@@ -206,13 +210,13 @@ def test_across_step_figures_and_expert_switch(runs, tmp_path):
         marked = 1 if switch is not None else 0
         assert curve["switch_marks"] == marked and heat["switch_marks"] == marked
         # per-step figures carry no switch marker
-        assert F.plot_temporal_energy(rec, tmp_path / f"{name}_te.png", layer=0)["switch_marks"] == 0
+        assert R.plot_temporal_energy(rec, tmp_path / f"{name}_te.png", layer=0)["switch_marks"] == 0
 
 
 def test_render_run_figures_writes_stable_names(runs, tmp_path):
     paths = F.render_run_figures(runs["wan22"], tmp_path / "out")
     names = {p.name for p in paths}
-    steps = F.default_steps(RunRecords(runs["wan22"]))
+    steps = H.default_steps(RunRecords(runs["wan22"]))
     assert steps == [0, SWITCH, STEPS - 1]
     expected = {"norm_vs_step.png", "layer_mean_norm.png"}
     expected |= {f"layer_frame_grid_S{s:04d}.png" for s in steps}
@@ -244,24 +248,24 @@ def test_render_run_figures_writes_stable_names(runs, tmp_path):
 
 
 def test_foreground_mask_from_first_frame(runs):
-    mask = F.foreground_mask(runs["first_frame"], 4, 4)
+    mask = M.foreground_mask(runs["first_frame"], 4, 4)
     np.testing.assert_array_equal(mask, object_mask(1, 4, 4)[0])
     # area average on a grid that does not divide the image: 10x10 image, 3x3 grid
     image = np.full((10, 10, 3), 255, dtype=np.uint8)
     image[0:4, 0:4] = (0, 0, 0)  # covers cell (0, 0) fully (cells are 3.33 px) and 0.2 of (0, 1)
     image[9, 9] = (10, 20, 30)  # a stray pixel: 1/11 of cell (2, 2)
-    mask = F.foreground_mask(image, 3, 3)
+    mask = M.foreground_mask(image, 3, 3)
     expected = np.zeros((3, 3), dtype=bool)
     expected[0, 0] = True
     np.testing.assert_array_equal(mask, expected)
     # the background is the most common colour, whatever it is
-    assert F.foreground_mask(255 - image, 3, 3).tolist() == expected.tolist()
+    assert M.foreground_mask(255 - image, 3, 3).tolist() == expected.tolist()
 
 
 def test_group_figures(runs, tmp_path):
     group = runs["group"]
     tables = [RunRecords(p).activations for p in group]
-    curve = F.plot_group_norm_vs_step(group, tmp_path / "g_nvs.png")
+    curve = G.plot_group_norm_vs_step(group, tmp_path / "g_nvs.png")
     check_png(curve)
     stack = np.stack(
         [[t.query("layer == @layer").sort_values("step")["mean_norm"] for layer in LAYERS] for t in tables]
@@ -270,12 +274,12 @@ def test_group_figures(runs, tmp_path):
     np.testing.assert_allclose(curve["std"], stack.std(axis=0))
     assert curve["switch_steps"] == [3, 3, 3] and curve["switch_marks"] == len(LAYERS)
 
-    matrix = F.plot_group_energy_matrix(group, tmp_path / "g_mat.png")
+    matrix = G.plot_group_energy_matrix(group, tmp_path / "g_mat.png")
     check_png(matrix)
     np.testing.assert_allclose(matrix["matrix"], stack.mean(axis=0))
     assert matrix["switch_marks"] == 1
 
-    fgbg = F.plot_group_fg_bg(group, tmp_path / "g_fgbg.png", runs["first_frame"])
+    fgbg = G.plot_group_fg_bg(group, tmp_path / "g_fgbg.png", runs["first_frame"])
     check_png(fgbg)
     obj = object_mask(3, 4, 4)[0]
     fg = np.zeros((len(LAYERS), 6))
@@ -294,7 +298,7 @@ def test_group_figures(runs, tmp_path):
     assert fgbg["clims"][0] == fgbg["clims"][1]  # foreground and background share a colour scale
 
     # a group without expert switch is not marked
-    plain = F.plot_group_norm_vs_step([runs["wan21"]], tmp_path / "plain.png")
+    plain = G.plot_group_norm_vs_step([runs["wan21"]], tmp_path / "plain.png")
     assert plain["switch_marks"] == 0 and plain["switch_steps"] == [None]
 
 
@@ -313,12 +317,12 @@ def test_render_group_figures(runs, tmp_path):
     import imageio.v2 as imageio
 
     imageio.imwrite(blank, np.zeros((16, 16, 3), dtype=np.uint8))
-    assert F.plot_group_fg_bg(runs["group"], tmp_path / "none.png", blank) is None
+    assert G.plot_group_fg_bg(runs["group"], tmp_path / "none.png", blank) is None
     assert not (tmp_path / "none.png").exists()
 
 
 def test_figures_steps_all_draws_every_step_and_max_frames_none_all_frames(runs, tmp_path):
-    from stepscope.batch_jobs import figure_steps
+    from stepscope.jobs.batches import figure_steps
 
     rec = RunRecords(runs["wan22"])
     assert figure_steps("all", rec) == list(range(STEPS))  # not the 3-step default choice
@@ -330,6 +334,6 @@ def test_figures_steps_all_draws_every_step_and_max_frames_none_all_frames(runs,
     names = {p.name for p in paths}
     assert {f"topk_maps_L05_S{s:04d}.png" for s in range(4)} <= names  # top-k maps at every drawn step
     assert list(
-        F.plot_norm_heatmaps(runs["long"], tmp_path / "n.png", layer=5, max_frames=None)["frames"]
+        R.plot_norm_heatmaps(runs["long"], tmp_path / "n.png", layer=5, max_frames=None)["frames"]
     ) == list(range(12))
-    assert len(F.plot_norm_heatmaps(runs["long"], tmp_path / "m.png", layer=5)["frames"]) == 8
+    assert len(R.plot_norm_heatmaps(runs["long"], tmp_path / "m.png", layer=5)["frames"]) == 8

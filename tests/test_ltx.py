@@ -15,12 +15,14 @@ from PIL import Image
 pytest.importorskip("torchaudio", reason="diffsynth's LTX-2 audio VAE imports torchaudio")
 pytest.importorskip("av", reason="diffsynth's LTX-2 image preprocessing imports av (PyAV)")
 
-from stepscope.capture import CaptureSpec, Recorder  # noqa: E402
-from stepscope.families import get_family  # noqa: E402
-from stepscope.families.base import StepScopeError, uint8_frames  # noqa: E402
-from stepscope.families.ltx import GEMMA_DIR, LTX23, LTX_NEGATIVE_PROMPT, AVLatents  # noqa: E402
-from stepscope.models import load_pipeline  # noqa: E402
-from stepscope.sampling import RecordSpec, sample, sample_lockstep  # noqa: E402
+from stepscope.models.adapter import StepScopeError, uint8_frames  # noqa: E402
+from stepscope.models.loading import load_pipeline  # noqa: E402
+from stepscope.models.ltx import LTX23, LTX_NEGATIVE_PROMPT, AVLatents  # noqa: E402
+from stepscope.models.registry import get_family  # noqa: E402
+from stepscope.models.weight_layouts import LTX_GEMMA_DIR as GEMMA_DIR  # noqa: E402
+from stepscope.sampling.capture import CaptureSpec, Recorder  # noqa: E402
+from stepscope.sampling.context import StepContext  # noqa: E402
+from stepscope.sampling.loop import RecordSpec, sample, sample_lockstep  # noqa: E402
 
 PROMPT = "move the red square to the green target"
 NEGATIVE = "blurry, static"
@@ -32,14 +34,15 @@ CFG = 3.0
 def _capture_wired() -> bool:
     """True once sampling.py sets the token grid from `adapter.token_grid` and the block hooks
     read the video tokens of LTX's (video, audio) TransformerArgs output (see ltx.py's docstring)."""
-    import stepscope.sampling
+    import stepscope.sampling.loop
 
-    if "token_grid" not in inspect.getsource(stepscope.sampling):
+    if "token_grid" not in inspect.getsource(stepscope.sampling.loop):
         return False
-    recorder = Recorder(CaptureSpec(layers=(0,), passes=("cond",)))
-    recorder.step, recorder.grid = 0, (1, 1, 2)
+    recorder = Recorder(
+        CaptureSpec(layers=(0,), passes=("cond",)), StepContext(step=0, pass_="cond", grid=(1, 1, 2))
+    )
     try:
-        recorder._block_hook(0)(None, (), (SimpleNamespace(x=torch.ones(1, 2, 4)), None))
+        recorder._block_hook(0, "dit")(None, (), (SimpleNamespace(x=torch.ones(1, 2, 4)), None))
     except AttributeError:
         return False
     return True
@@ -131,7 +134,7 @@ def test_loop_is_bit_exact_with_pipe(pipe, image):
 def test_x0_hat_follows_the_seeds_formula(pipe, image):
     """x0_hat(step) = scheduler.step(v, t, x, to_final=True) with the raw CFG velocity: re-derived
     here from the states the loop passes through (a hook reads them and the velocities)."""
-    from stepscope.hooks import StepHook
+    from stepscope.sampling.hooks import StepHook
 
     seen = {}
 
@@ -173,7 +176,7 @@ def test_final_video_carries_the_generated_audio(pipe, image, tmp_path):
 def test_step_decoding_loads_only_the_video_decoder(tiny, pipe, image, tmp_path):
     """The decode job's decoder is the VAE decoder alone, and decodes an x0_hat exactly as the
     full pipeline decodes the same latent."""
-    from stepscope.jobs import decode_run, load_decoder
+    from stepscope.jobs.runs import decode_run, load_decoder
 
     result = sample(
         pipe, "ltx2.3", image=image, prompt=PROMPT, seed=3, num_inference_steps=3,
@@ -300,7 +303,7 @@ def test_tiny_weights_are_deterministic_and_small(tiny, tmp_path):
     for relative in files:
         assert (tiny / relative).read_bytes() == (again / relative).read_bytes(), relative
     assert sum((tiny / relative).stat().st_size for relative in files) < 20 * 2**20
-    from stepscope.families.base import source_folders
+    from stepscope.models.adapter import source_folders
 
     folders = source_folders("ltx2.3", tiny)
     for spec in LTX23.layout:

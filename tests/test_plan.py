@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stepscope.plan import (
+from stepscope.jobs.plan import (
     Layout,
     Plan,
     Receipt,

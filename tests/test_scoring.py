@@ -15,17 +15,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from stepscope import scoring
+from stepscope.analysis import evalkit, proxy_scorer, score_table, scoring
+from stepscope.analysis.evalkit import EvalKitNotInstalled, score_with_evalkit
+from stepscope.analysis.proxy_scorer import WEIGHTS, score_runs, score_video
+from stepscope.analysis.score_table import SCORE_COLUMNS, RunId
 from stepscope.records import read_video, write_video
-from stepscope.scoring import (
-    SCORE_COLUMNS,
-    WEIGHTS,
-    EvalKitNotInstalled,
-    RunId,
-    score_runs,
-    score_video,
-    score_with_evalkit,
-)
 
 VBVR_MINI = Path(__file__).resolve().parents[1].parent / "shared" / "vbvr-mini"
 FAKE_EVALKIT = Path(__file__).resolve().parent / "fake_evalkit"
@@ -59,7 +53,7 @@ def synthetic_sample(tmp_path_factory) -> Path:
 def _alternatives(sample: Path) -> dict[str, np.ndarray]:
     gt = read_video(sample / "ground_truth.mp4")
     if max(gt.shape[1:3]) > 256:  # the scorer works at <= 256 px anyway; shrink once here
-        h, w = scoring._work_size(*gt.shape[1:3], 256)
+        h, w = proxy_scorer._work_size(*gt.shape[1:3], 256)
         gt = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in gt])
     first = np.asarray(Image.open(sample / "first_frame.png").convert("RGB"))
     rng = np.random.default_rng(0)
@@ -73,7 +67,7 @@ def _alternatives(sample: Path) -> dict[str, np.ndarray]:
 
 def _check_order(scores: dict[str, dict[str, float]]) -> None:
     for name, s in scores.items():
-        assert set(s) == set(scoring.METRICS), name
+        assert set(s) == set(proxy_scorer.METRICS), name
         assert all(0.0 <= v <= 1.0 for v in s.values()), (name, s)
         assert s["total"] == pytest.approx(sum(WEIGHTS[k] * s[k] for k in WEIGHTS))
     totals = {name: s["total"] for name, s in scores.items()}
@@ -132,8 +126,8 @@ def test_builtin_is_deterministic_and_accepts_paths(synthetic_sample):
 def test_ssim_identity_and_range():
     rng = np.random.default_rng(1)
     img = rng.random((40, 50, 3)).astype(np.float32)
-    assert scoring.ssim(img, img) == pytest.approx(1.0, abs=1e-5)
-    assert -1.0 <= scoring.ssim(img, rng.random((40, 50, 3)).astype(np.float32)) < 0.2
+    assert proxy_scorer.ssim(img, img) == pytest.approx(1.0, abs=1e-5)
+    assert -1.0 <= proxy_scorer.ssim(img, rng.random((40, 50, 3)).astype(np.float32)) < 0.2
 
 
 def test_missing_sample_files(tmp_path):
@@ -163,8 +157,8 @@ def test_score_runs_table(synthetic_sample):
     ]  # fmt: skip
     table = score_runs(items)
     assert list(table.columns) == list(SCORE_COLUMNS)
-    assert len(table) == 3 * len(scoring.METRICS)
-    assert table["seed"].tolist().count("2") == len(scoring.METRICS)
+    assert len(table) == 3 * len(proxy_scorer.METRICS)
+    assert table["seed"].tolist().count("2") == len(proxy_scorer.METRICS)
     assert set(table["seed"]) == {"1", "2", "ens-latent-k3-0-10"}
     assert table["step"].dtype == np.int64 and set(table["step"]) == {-1, 7}
     assert set(table["scorer"]) == {"stepscope-proxy"}
@@ -174,22 +168,22 @@ def test_score_runs_table(synthetic_sample):
 
 
 def test_score_table_roundtrip(tmp_path):
-    rows = scoring.score_rows(
-        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, scoring.PROXY
+    rows = score_table.score_rows(
+        RunId("v", "s", "t", "00001", "3", 4), {"total": 0.5, "task_progress": 0.25}, proxy_scorer.PROXY
     )
     target = tmp_path / "scores.parquet"
-    scoring.write_score_table(target, scoring.rows_to_table(rows))
-    back = scoring.read_score_table(target)
+    score_table.write_score_table(target, score_table.rows_to_table(rows))
+    back = score_table.read_score_table(target)
     assert back.to_dict("records")[0] == {
         "variant": "v", "split": "s", "task": "t", "sample": "00001", "seed": "3", "step": 4,
         "scorer": "stepscope-proxy", "metric": "total", "value": 0.5,
     }  # fmt: skip
-    merged = scoring.merge_score_tables([target, target], tmp_path / "merged.parquet")
+    merged = score_table.merge_score_tables([target, target], tmp_path / "merged.parquet")
     assert len(merged) == 4 and (tmp_path / "merged.parquet").is_file()
-    assert list(scoring.empty_score_table().columns) == list(SCORE_COLUMNS)
+    assert list(score_table.empty_score_table().columns) == list(SCORE_COLUMNS)
     # tables written before the rename read back under the new name
-    scoring.write_score_table(target, scoring.rows_to_table(rows).assign(scorer="builtin"))
-    assert set(scoring.read_score_table(target)["scorer"]) == {"stepscope-proxy"}
+    score_table.write_score_table(target, score_table.rows_to_table(rows).assign(scorer="builtin"))
+    assert set(score_table.read_score_table(target)["scorer"]) == {"stepscope-proxy"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +210,7 @@ def evalkit_tree(tmp_path, monkeypatch):
                     level = LEVELS[sample] + (20 if "@" in model else 0)
                     frames = np.full((5, 16, 16, 3), level, np.uint8)
                     write_video(
-                        scoring.evalkit_video_path(videos, model, split, task, sample), frames, fps=16
+                        evalkit.evalkit_video_path(videos, model, split, task, sample), frames, fps=16
                     )
                     (bench / split / task / sample).mkdir(parents=True, exist_ok=True)
     yield videos, bench
@@ -276,7 +270,7 @@ def test_evalkit_errors(evalkit_tree, tmp_path):
     with pytest.warns(UserWarning, match=r"could not evaluate 1 video\(s\).*evaluator crashed"):
         table = score_with_evalkit(videos, bench, module="fake_evalkit_video", check_versions=False)
     rows = table[table["task"] == "G-9_broken_task_data-generator"].set_index("metric")["value"]
-    assert rows.to_dict() == {"task_specific": 0.0, scoring.FAILED: 1.0}
+    assert rows.to_dict() == {"task_specific": 0.0, score_table.FAILED: 1.0}
     with pytest.raises(RuntimeError, match="crashed"):
         score_with_evalkit(videos, bench, module="fake_evalkit_video", on_error="raise", check_versions=False)
     with pytest.warns(UserWarning, match="scored NaN"):
@@ -291,9 +285,9 @@ def test_evalkit_errors(evalkit_tree, tmp_path):
 
 def test_evalkit_default_module_is_vbvr_bench(tmp_path, capsys):
     """One default, the repository's package: in the function, the CLI and the workflow schema."""
-    assert scoring.EVALKIT_MODULE == "vbvr_bench"
+    assert evalkit.EVALKIT_MODULE == "vbvr_bench"
     assert inspect.signature(score_with_evalkit).parameters["module"].default == "vbvr_bench"
-    assert inspect.signature(scoring.import_evalkit).parameters["module"].default == "vbvr_bench"
+    assert inspect.signature(evalkit.import_evalkit).parameters["module"].default == "vbvr_bench"
     schema = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text()
     )
@@ -303,7 +297,7 @@ def test_evalkit_default_module_is_vbvr_bench(tmp_path, capsys):
                        "--out", str(tmp_path / "x.parquet")])  # fmt: skip
     assert rc == 2
     err = capsys.readouterr().err
-    assert "'vbvr_bench' is not importable" in err and scoring.EVALKIT_COMMIT in err
+    assert "'vbvr_bench' is not importable" in err and evalkit.EVALKIT_COMMIT in err
 
 
 def _write_unreadable(path: Path) -> None:
@@ -316,7 +310,7 @@ def test_evalkit_failed_video_scores_zero_and_counts(evalkit_tree, module):
     """EvalKit's convention: an unreadable video scores 0.0 and counts in the means; which
     videos failed is recorded (status rows + warning)."""
     videos, bench = evalkit_tree
-    bad = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00003")
+    bad = evalkit.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00003")
     _write_unreadable(bad)
     (bench / "In-Domain_50" / TASK_A / "00003").mkdir(parents=True)
     with pytest.warns(UserWarning, match="could not evaluate 1 video") as caught:
@@ -329,7 +323,7 @@ def test_evalkit_failed_video_scores_zero_and_counts(evalkit_tree, module):
     # the task mean is the mean over all four videos, the failed one included (EvalKit's mean)
     expected = (_expected(LEVELS["00000"]) + _expected(LEVELS["00001"]) + 0.0) / 3
     assert task[["00000", "00001", "00003"]].mean() == pytest.approx(expected, abs=0.01)
-    failed = table[table["metric"] == scoring.FAILED]
+    failed = table[table["metric"] == score_table.FAILED]
     assert failed[["task", "sample"]].values.tolist() == [[TASK_A, "00003"]]
     assert (failed["value"] == 1.0).all()
 
@@ -341,9 +335,9 @@ def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
     import fake_vbvr_bench
 
     videos, bench = evalkit_tree
-    custom = scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", "my_custom_input", "00000")
+    custom = evalkit.evalkit_video_path(videos, "wan22", "In-Domain_50", "my_custom_input", "00000")
     write_video(custom, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
-    other_split = scoring.evalkit_video_path(videos, "wan22", "custom", "my_custom_input", "00000")
+    other_split = evalkit.evalkit_video_path(videos, "wan22", "custom", "my_custom_input", "00000")
     write_video(other_split, np.full((5, 16, 16, 3), 50, np.uint8), fps=16)
     raw = fake_vbvr_bench.VBVRBench(gt_base_path=str(bench), output_path=str(bench.parent / "raw"))
     with pytest.raises(TypeError):  # the stand-in crashes as the real package does
@@ -354,7 +348,7 @@ def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
         ):
             table = score_with_evalkit(videos, bench, module="fake_vbvr_bench", models=["wan22"],
                                        on_error=on_error, check_versions=False)  # fmt: skip
-        skipped = table[table["metric"] == scoring.SKIPPED]
+        skipped = table[table["metric"] == score_table.SKIPPED]
         assert sorted(zip(skipped["split"], skipped["task"], strict=True)) == [
             ("In-Domain_50", "my_custom_input"),
             ("custom", "my_custom_input"),
@@ -365,13 +359,13 @@ def test_evalkit_task_without_evaluator_is_skipped(evalkit_tree):
 
 
 def test_parse_model_dir():
-    assert scoring.parse_model_dir("wan22") == ("wan22", "1")
-    assert scoring.parse_model_dir("wan22", first_seed="7") == ("wan22", "7")
-    assert scoring.parse_model_dir("wan22@3") == ("wan22", "3")
-    assert scoring.parse_model_dir("vbvr_wan22@ens-latent-k3-0-10") == ("vbvr_wan22", "ens-latent-k3-0-10")
+    assert evalkit.parse_model_dir("wan22") == ("wan22", "1")
+    assert evalkit.parse_model_dir("wan22", first_seed="7") == ("wan22", "7")
+    assert evalkit.parse_model_dir("wan22@3") == ("wan22", "3")
+    assert evalkit.parse_model_dir("vbvr_wan22@ens-latent-k3-0-10") == ("vbvr_wan22", "ens-latent-k3-0-10")
     # the workflow's layout (rules/common.smk video_model_name)
-    assert scoring.parse_model_dir("vbvr_wan22_seed2") == ("vbvr_wan22", "2")
-    assert scoring.parse_model_dir("wan22_ens-x0-k3-0-10-rescale") == ("wan22", "ens-x0-k3-0-10-rescale")
+    assert evalkit.parse_model_dir("vbvr_wan22_seed2") == ("vbvr_wan22", "2")
+    assert evalkit.parse_model_dir("wan22_ens-x0-k3-0-10-rescale") == ("wan22", "ens-x0-k3-0-10-rescale")
 
 
 def test_evalkit_model_map(evalkit_tree):
@@ -396,7 +390,7 @@ def test_evalkit_version_warning(monkeypatch):
     monkeypatch.setattr(metadata, "version", lambda name: "2.0.0" if name == "numpy" else real(name))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        found = scoring.check_evalkit_versions()
+        found = evalkit.check_evalkit_versions()
     assert found["numpy"] == "2.0.0"
     assert any("numpy is 2.0.0, pinned 1.26.4" in str(w.message) for w in caught)
 
@@ -404,16 +398,37 @@ def test_evalkit_version_warning(monkeypatch):
 def test_old_builtin_name_fails_clearly(capsys):
     with pytest.raises(ValueError, match="renamed 'stepscope-proxy'"):
         scoring.check_scorer_names(["builtin", "vbvr-evalkit"])
-    scoring.check_scorer_names([scoring.PROXY, scoring.EVALKIT])
+    scoring.check_scorer_names([proxy_scorer.PROXY, evalkit.EVALKIT])
     with pytest.raises(SystemExit):
         scoring.main(["builtin", "video.mp4", "sample"])
     assert "renamed 'proxy'" in capsys.readouterr().err
 
 
+def test_schema_scorer_enum_equals_the_registry():
+    """config ``scoring.scorers`` accepts exactly the registered scorers; each has its CLI subcommand."""
+    schema = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/schema/config.schema.yaml").read_text())
+    enum = schema["properties"]["scoring"]["properties"]["scorers"]["items"]["enum"]
+    assert sorted(enum) == sorted(scoring.SCORERS)
+    assert sorted(s.cli for s in scoring.SCORERS.values()) == ["evalkit", "proxy"]
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        scoring.check_scorer_names(["nope"])
+    # only a scorer that scores the videos tree in its own rule has a table of its own
+    assert scoring.scorer_tables([proxy_scorer.PROXY]) == []
+    assert scoring.scorer_tables(enum) == ["scores/evalkit.parquet"]
+
+
+def test_proxy_cli_prints_the_scores_of_score_video(synthetic_sample, tmp_path, capsys):
+    """The registry's CLI dispatch reaches the proxy scorer (same numbers as the function)."""
+    video = tmp_path / "video.mp4"
+    write_video(video, _moving_square_frames(n=8, size=64), fps=8)
+    assert scoring.main(["proxy", str(video), str(synthetic_sample)]) == 0
+    assert json.loads(capsys.readouterr().out) == score_video(video, synthetic_sample)
+
+
 def test_score_labels_name_scorer_and_mode():
-    assert "not VBVR's score" in scoring.score_label(scoring.PROXY, "total")
-    assert scoring.score_label(scoring.EVALKIT, "task_specific").startswith("task_specific [VBVR-EvalKit")
-    assert "composite mode" in scoring.score_label(scoring.EVALKIT, "weighted")
+    assert "not VBVR's score" in scoring.score_label(proxy_scorer.PROXY, "total")
+    assert scoring.score_label(evalkit.EVALKIT, "task_specific").startswith("task_specific [VBVR-EvalKit")
+    assert "composite mode" in scoring.score_label(evalkit.EVALKIT, "weighted")
 
 
 def test_evalkit_cli_missing_module(tmp_path, capsys):
@@ -431,7 +446,7 @@ def test_final_video_encoding_recorded_in_meta(tmp_path):
     import torch
 
     from stepscope import records
-    from stepscope.sampling import SampleResult, write_run
+    from stepscope.sampling.loop import SampleResult, write_run
 
     frames = _moving_square_frames(n=9, size=64)
     result = SampleResult(
@@ -516,12 +531,12 @@ def test_evalkit_recipe_pins_are_consistent():
     pins = recipe_pins(EVALKIT_ENV.read_text())
     assert recipe_conflicts(pins) == []
     # the versions the adapter checks at run time are the recipe's
-    assert {k.lower(): v for k, v in scoring.EVALKIT_PINS.items()} == {
+    assert {k.lower(): v for k, v in evalkit.EVALKIT_PINS.items()} == {
         k: pins[k] for k in ("numpy", "opencv-python", "pillow")
     }
     assert {"pandas", "pyarrow", "imageio", "imageio-ffmpeg", "python"} <= set(pins)
     docs = (ROOT / "docs" / "scoring.md").read_text()
-    assert "envs/evalkit.txt" in docs and scoring.EVALKIT_COMMIT in docs
+    assert "envs/evalkit.txt" in docs and evalkit.EVALKIT_COMMIT in docs
     # the checks do fail: the recipe the issue found (pyarrow floating to 26) is refused
     assert recipe_conflicts({**pins, "pyarrow": "26.0.1"}) != []
     with pytest.raises(AssertionError, match="pin it exactly"):
@@ -553,10 +568,10 @@ def test_evalkit_environment_imports_together(tmp_path):
     found = {k.lower(): v for k, v in json.loads(out.stdout).items()}
     assert found == pins
     videos, bench = tmp_path / "videos", tmp_path / "bench"
-    write_video(scoring.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00000"),
+    write_video(evalkit.evalkit_video_path(videos, "wan22", "In-Domain_50", TASK_A, "00000"),
                 np.full((5, 16, 16, 3), 128, np.uint8), fps=16)  # fmt: skip
     (bench / "In-Domain_50" / TASK_A / "00000").mkdir(parents=True)
-    cli = [python, "-m", "stepscope.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
+    cli = [python, "-m", "stepscope.analysis.scoring", "evalkit", "--videos-root", str(videos), "--bench-root",
            str(bench), "--out", str(tmp_path / "s.parquet"), "--module", "fake_vbvr_bench"]  # fmt: skip
     out = subprocess.run(cli, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from stepscope import seed_figures as SF
 from stepscope.cli import build_parser, main
+from stepscope.plots import seed_figures as SF
 from stepscope.records import RunRecords
 
 # flag -> (type, default, required, nargs, action, choices), per seed tool, as its argparse declares it.
@@ -129,8 +129,8 @@ def _token_files(layers, steps) -> set[str]:
 
 
 def _lora_flags(family: str, tiny_pipe, folder: Path) -> list[str]:
-    from stepscope.families import get_family
-    from stepscope.models import make_tiny_lora
+    from stepscope.models.loading import make_tiny_lora
+    from stepscope.models.registry import get_family
 
     pipe, match = tiny_pipe(family), get_family(family).tiny_lora_match
     if family == "wan2.2":
@@ -256,8 +256,8 @@ def test_seed_weight_folders_are_found_as_the_seed_finds_them(monkeypatch, tmp_p
 
 
 def test_seed_quantities_equal_numpy_on_a_manual_block_forward(tiny_pipe, test_image, tmp_path):
-    from stepscope.capture import CaptureSpec
-    from stepscope.sampling import RecordSpec, sample
+    from stepscope.sampling.capture import CaptureSpec
+    from stepscope.sampling.loop import RecordSpec, sample
 
     pipe = tiny_pipe("wan2.1")
     layer, step = 1, 2
@@ -347,7 +347,7 @@ def _exact(tokens: np.ndarray):
 
 @pytest.mark.parametrize("name", sorted(SPECTRA))
 def test_subspace_pca_agrees_with_exact_svd_or_falls_back(name):
-    from stepscope.capture import pca_converged, pca_subspace, reduce_tokens
+    from stepscope.sampling.capture import pca_converged, pca_subspace, reduce_tokens
 
     tokens = _tokens_with_spectrum(SPECTRA[name], n=1024, seed=5)
     values, vectors, centred = _exact(tokens)
@@ -377,7 +377,7 @@ def test_subspace_pca_agrees_with_exact_svd_or_falls_back(name):
 
 
 def test_subspace_pca_is_used_on_well_separated_spectra_and_exact_on_flat_ones():
-    from stepscope.capture import reduce_tokens
+    from stepscope.sampling.capture import reduce_tokens
 
     exact_used = {}
     for name, spectrum in SPECTRA.items():
@@ -387,7 +387,7 @@ def test_subspace_pca_is_used_on_well_separated_spectra_and_exact_on_flat_ones()
 
 
 def test_capture_keeps_no_tokens_when_channels_are_few():
-    from stepscope.capture import reduce_on_device
+    from stepscope.sampling.capture import reduce_on_device
 
     small = reduce_on_device(torch.randn(48, 64), (3, 4, 4))
     assert "pca_tokens" not in small and "pca_ritz" not in small  # dense PCA: exact, nothing kept
@@ -396,8 +396,8 @@ def test_capture_keeps_no_tokens_when_channels_are_few():
 
 
 def test_each_seed_tool_keeps_its_own_default_negative_prompt():
-    from stepscope.families.ltx import LTX_NEGATIVE_PROMPT
-    from stepscope.families.wan import WAN_NEGATIVE_PROMPT
+    from stepscope.models.ltx import LTX_NEGATIVE_PROMPT
+    from stepscope.models.wan import WAN_NEGATIVE_PROMPT
     from stepscope.seed_tools import negative_prompt
 
     def default(command, model):

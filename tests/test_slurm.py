@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 from test_workflow import ENV, SNAKEMAKE, job_counts, small_config
 
-from stepscope.compare import differences
+from stepscope.testing.compare import differences
 
 SLURM_DIR = os.environ.get("STEPSCOPE_SLURM_DIR")
 SLURM_OPTIONS = os.environ.get("STEPSCOPE_SLURM_OPTIONS", "").split()

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stepscope import tables
-from stepscope.scoring import EVALKIT, FAILED, PROXY, SKIPPED, RunId, rows_to_table, score_rows
+from stepscope.analysis import tables
+from stepscope.analysis.evalkit import EVALKIT
+from stepscope.analysis.proxy_scorer import PROXY
+from stepscope.analysis.score_table import FAILED, SKIPPED, RunId, rows_to_table, score_rows
 
 ID, OOD = "In-Domain_50", "Out-of-Domain_50"
 # task -> split, sample -> scores of seeds 1, 2, 3

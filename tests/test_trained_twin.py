@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video
 from stepscope.bench import EITHER_TASK, generate_demo_bench, read_sample, sample_dir
 from stepscope.records import read_video
-from stepscope.validation import bootstrap_ci, candidate_mass, commitment, static_first_video
 
 REPO = Path(__file__).resolve().parents[1]
 TWIN = REPO / "weights" / "wan2.2-twin"
@@ -28,9 +28,9 @@ def bench(tmp_path_factory):
 def test_shipped_twin_loads_and_solves_a_held_out_sample(bench):
     """Through the normal loader, loop and decoder with the demo's settings: the final frame
     matches the sample's answer far better than holding the first frame does."""
-    from stepscope.models import load_pipeline
-    from stepscope.sampling import sample
-    from stepscope.scoring import score_video
+    from stepscope.analysis.proxy_scorer import score_video
+    from stepscope.models.loading import load_pipeline
+    from stepscope.sampling.loop import sample
 
     manifest = json.loads((TWIN / "stepscope_tiny.json").read_text())
     assert manifest["trained"]["dit_step"] > 0
@@ -93,7 +93,7 @@ def test_expert_ranges_meet_at_the_pipeline_switch():
 
 def test_smoke_training_resumes_and_exports_a_loadable_twin(tmp_path):
     """CPU smoke mode: a piece stopped by its time limit resumes; the export loads and samples."""
-    from stepscope.models import load_pipeline
+    from stepscope.models.loading import load_pipeline
     from stepscope.training.twin import TrainConfig, export_weights, read_state, train
 
     config = TrainConfig.smoke()
@@ -144,7 +144,7 @@ def test_validation_curves_come_from_the_workflow_score_table():
     """The benchmark aggregates the workflow's tidy score table with chain_of_steps.emergence_step."""
     import importlib.util
 
-    from stepscope.scoring import RunId, rows_to_table, score_rows
+    from stepscope.analysis.score_table import RunId, rows_to_table, score_rows
 
     spec = importlib.util.spec_from_file_location("validation_bench", REPO / "benchmarks" / "validation.py")
     bench = importlib.util.module_from_spec(spec)

@@ -123,8 +123,8 @@ def test_old_builtin_scorer_name_fails_with_the_new_one(tmp_path):
 
 
 def test_downloads_refuse_to_run_offline(tmp_path, monkeypatch):
-    from stepscope.families.base import StepScopeError
-    from stepscope.hub import download_snapshot
+    from stepscope.models.adapter import StepScopeError
+    from stepscope.models.hub import download_snapshot
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(StepScopeError, match="HF_HUB_OFFLINE"):

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_path, write_text
-from .records import write_video
+from stepscope.atomic import atomic_path, write_text
+from stepscope.records import write_video
 
 FIRST_FRAME = "first_frame.png"
 FINAL_FRAME = "final_frame.png"
@@ -556,7 +556,7 @@ def make_fake_bench_tree(
 
 def read_sample(sample_folder: str | os.PathLike) -> dict[str, Any]:
     """What a sampling job needs from one sample, or a StepScopeError naming every bad file and the fix."""
-    from .errors import StepScopeError
+    from stepscope.errors import StepScopeError
 
     folder = Path(sample_folder)
     problems, facts = _inspect_sample(folder)

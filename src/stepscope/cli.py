@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import StepScopeError
-from .families import FAMILY_NAMES
+from stepscope.errors import StepScopeError
+from stepscope.models.registry import FAMILY_NAMES
 
 
 def _layers(text: str) -> tuple[int, ...]:
@@ -30,7 +30,7 @@ def _layers(text: str) -> tuple[int, ...]:
 
 
 def _lora(text: str):
-    from .models import LoraSpec
+    from stepscope.models.loading import LoraSpec
 
     path, _, rest = text.partition(":")
     target, _, alpha = rest.partition(":")
@@ -83,18 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", required=True, type=Path)
     bench.add_argument("--seed", type=int, default=0)
 
-    from .seed_tools import add_seed_commands
+    from stepscope.seed_tools import add_seed_commands
 
     add_seed_commands(commands)
     return parser
 
 
 def run_sample(args: argparse.Namespace) -> Path:
-    from .capture import CaptureSpec
-    from .models import load_pipeline
-    from .provenance import weights_identity
-    from .sampling import RecordSpec, sample
-    from .stepspec import parse_steps
+    from stepscope.models.loading import load_pipeline
+    from stepscope.provenance import weights_identity
+    from stepscope.sampling.capture import CaptureSpec
+    from stepscope.sampling.loop import RecordSpec, sample
+    from stepscope.stepspec import parse_steps
 
     capture_steps = parse_steps(args.capture_steps, args.steps)
     capture = None
@@ -151,15 +151,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sample":
             print(run_sample(args))
         elif args.command == "tiny-weights":
-            from .models import make_tiny_weights
+            from stepscope.models.loading import make_tiny_weights
 
             print(make_tiny_weights(args.family, args.out))
         elif args.command == "demo-bench":
-            from .bench import generate_demo_bench
+            from stepscope.bench import generate_demo_bench
 
             print(generate_demo_bench(args.out, seed=args.seed))
         else:
-            from .seed_tools import run_seed_command
+            from stepscope.seed_tools import run_seed_command
 
             return run_seed_command(args)
     except StepScopeError as error:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_path, write_json, write_parquet
+from stepscope.atomic import atomic_path, write_json, write_parquet
 
 VIDEO = "video.mp4"
 STEPS = "steps.safetensors"
@@ -258,6 +258,21 @@ def is_complete(run_dir: str | Path) -> bool:
     """A run is complete when meta.json exists; it is written last."""
     run_dir = Path(run_dir)
     return all((run_dir / name).exists() for name in RECORD_FILES)
+
+
+def expert_switch_step(schedule: pd.DataFrame | list[dict[str, Any]]) -> int | None:
+    """First step run by another expert than the one before it (Wan2.2's high -> low noise switch).
+
+    The one definition of the switch for figures, curves, probes and tables: the step drawn and
+    reported is the first step of the new expert. None when one DiT runs every step.
+    """
+    frame = pd.DataFrame(schedule)
+    if "expert" not in frame or frame.empty:
+        return None
+    frame = frame.sort_values("step")
+    experts = frame["expert"].astype(str).to_numpy()
+    changed = np.flatnonzero(experts[1:] != experts[:-1])
+    return int(frame["step"].iloc[changed[0] + 1]) if len(changed) else None
 
 
 def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -5,7 +5,7 @@ tools/token_visualization.py, tools/custom_step_visualization.py and
 tools/custom_token_visualization.py. Each command here takes the same flags (names, meanings,
 defaults) and writes the same file tree, but computes it with stepscope's own machinery: the
 lockstep sampling loop with records (jobs.sample_run), the step decoder (jobs.decode_run) and
-figures drawn from the records (stepscope.seed_figures). The records of each sample stay beside
+figures drawn from the records (stepscope.plots.seed_figures). The records of each sample stay beside
 its outputs in a `.stepscope/` folder (docs/records.md), so scores, probes and reports can use
 them. A sample whose outputs are current (same request, same input files) is skipped without
 loading the model; a failing sample is reported and the others go on; the exit status is 1 when
@@ -23,19 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records
-from .atomic import write_json
-from .bench import FIRST_FRAME, GROUND_TRUTH, PROMPT, SPLITS
-from .errors import StepScopeError
-from .hooks import StepHook
-from .layouts import LTX_GEMMA_DIR, LTX_REPACKAGE_DIR
-from .plan import fingerprint, input_stamps
+from stepscope import records
+from stepscope.atomic import write_json
+from stepscope.bench import FIRST_FRAME, GROUND_TRUTH, PROMPT, SPLITS
+from stepscope.errors import StepScopeError
+from stepscope.jobs.plan import fingerprint, input_stamps
+from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.weight_layouts import LTX_GEMMA_DIR, LTX_REPACKAGE_DIR
+from stepscope.sampling.hooks import StepHook
 
 SEED_REPO = "OpenSenseNova/Demystifying_Video_Reasoning"
 SEED_COMMIT = "a20a3a7"
 RECORDS_DIR = ".stepscope"
 DONE_FILE = "seed_outputs.json"
-MODELS = ("wan2.2", "wan2.1", "ltx2.3")
+MODELS = FAMILY_NAMES
 # The seed's ./models/<repo_id> folders (diffsynth's download folder) per --model.
 SEED_WEIGHTS = {
     "wan2.2": "Wan-AI/Wan2.2-I2V-A14B",
@@ -59,7 +60,7 @@ _LTX_CUSTOM_TOKEN_NEGATIVE = (
 
 
 def _wan_negative() -> str:
-    from .families.wan import WAN_NEGATIVE_PROMPT
+    from stepscope.models.wan import WAN_NEGATIVE_PROMPT
 
     return WAN_NEGATIVE_PROMPT
 
@@ -302,7 +303,7 @@ class StepProgress(StepHook):
 
 def steps_of(spec: str, num_steps: int) -> list[int]:
     """The steps a seed step spec selects; like the seed, steps past the schedule select nothing."""
-    from .stepspec import is_relative, parse_steps
+    from stepscope.stepspec import is_relative, parse_steps
 
     parsed = parse_steps(spec, num_steps if is_relative(spec) else None)
     return list(range(num_steps)) if parsed is None else sorted(s for s in parsed if s < num_steps)
@@ -375,14 +376,14 @@ class Request:
         )
 
     def load_pipeline(self):
-        from .jobs import load_job_pipeline
+        from stepscope.jobs.runs import load_job_pipeline
 
         device = {"device": self.args.device, "dtype": self.args.dtype, "offload": self.args.offload}
         return load_job_pipeline(self.args.model, self.weights, self.loras, device, self.sources)
 
 
 def outputs_current(job: Job, fingerprint_: str, stamps: dict[str, list[int]]) -> bool:
-    from .batch_jobs import read_json
+    from stepscope.jobs.batches import read_json
 
     done = read_json(job.out["records"] / DONE_FILE)
     return bool(
@@ -395,7 +396,7 @@ def outputs_current(job: Job, fingerprint_: str, stamps: dict[str, list[int]]) -
 
 def run_tool(command: str, args: argparse.Namespace) -> int:
     """Run a seed tool's work with stepscope's machinery; 0 when every input succeeded, else 1."""
-    from .batch_jobs import LazyLoader, _release_accelerator_memory
+    from stepscope.jobs.batches import LazyLoader, _release_accelerator_memory
 
     request = Request.from_args(command, args)
     jobs = bench_jobs(request.tool, args) if request.tool.bench else [custom_job(request.tool, args)]
@@ -450,8 +451,6 @@ def run_tool(command: str, args: argparse.Namespace) -> int:
 
 def usable_layers(pipe, family: str, layers: list[int]) -> list[int]:
     """The seed hooks only the layers its DiT has (`lid < len(blocks)`) and skips the others."""
-    from .families import get_family
-
     adapter = get_family(family)
     count = min(len(getattr(dit, adapter.block_list_name)) for dit in adapter.dit_modules(pipe).values())
     kept = [layer for layer in layers if layer < count]
@@ -468,9 +467,9 @@ def run_job(
 ) -> list[Path]:
     """One input: sample (unless its records are current), decode the wanted steps (unless current),
     then link the videos and draw the figures under the seed's names; returns the seed outputs."""
-    from .batch_jobs import link_file, read_json
-    from .jobs import decode_run, resolve_input, sample_run
-    from .seed_figures import render_seed_feature_maps
+    from stepscope.jobs.batches import link_file, read_json
+    from stepscope.jobs.runs import decode_run, resolve_input, sample_run
+    from stepscope.plots.seed_figures import render_seed_feature_maps
 
     args, tool = request.args, request.tool
     run_dir, decoded_dir = job.out["records"] / "run", job.out["records"] / "decoded"

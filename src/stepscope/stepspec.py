@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import StepScopeError
+from stepscope.errors import StepScopeError
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _EVERY = re.compile(r"^every:(\d+)$")

@@ -1,6 +1,6 @@
 """Snakemake entry point: figures, stepscope-proxy scores and cross-seed divergence of one batch's runs."""
 
-from stepscope.batch_jobs import run_analysis_batch
+from stepscope.jobs.batches import run_analysis_batch
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):

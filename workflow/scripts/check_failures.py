@@ -1,6 +1,6 @@
 """Snakemake entry point: fail, naming every failed run, when the plan has any (the rest completed)."""
 
-from stepscope.analysis_jobs import check_failures
+from stepscope.jobs.analysis import check_failures
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):

@@ -4,9 +4,9 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # compute jobs never reach the hub; downloads are separate rules
 
-from stepscope.batch_jobs import run_decode_batch
+from stepscope.jobs.batches import run_decode_batch
 from stepscope.logs import redirect_to_log
-from stepscope.models import limit_cpu_threads
+from stepscope.models.loading import limit_cpu_threads
 
 with redirect_to_log(snakemake.log[0]):
     limit_cpu_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Snakemake entry point: download a Hugging Face repo snapshot (allow patterns only), resumably."""
 
-from stepscope.hub import download_snapshot
 from stepscope.logs import redirect_to_log
+from stepscope.models.hub import download_snapshot
 
 with redirect_to_log(snakemake.log[0]):
     download_snapshot(

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from stepscope.figures import render_group_figures
 from stepscope.logs import redirect_to_log
+from stepscope.plots.figures import render_group_figures
 from stepscope.records import is_complete
 
 with redirect_to_log(snakemake.log[0]):

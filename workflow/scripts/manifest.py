@@ -1,6 +1,6 @@
 """Snakemake entry point: scan the bench into the manifest and the manifest-errors table."""
 
-from stepscope.jobs import write_manifest
+from stepscope.jobs.runs import write_manifest
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):

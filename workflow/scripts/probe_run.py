@@ -5,8 +5,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # compute jobs never reach the hub; downloads are separate rules
 
 from stepscope.logs import redirect_to_log
-from stepscope.models import limit_cpu_threads
-from stepscope.probes import probe_job
+from stepscope.models.loading import limit_cpu_threads
+from stepscope.probes.job import probe_job
 
 with redirect_to_log(snakemake.log[0]):
     limit_cpu_threads(snakemake.threads)

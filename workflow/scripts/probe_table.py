@@ -1,7 +1,7 @@
 """Snakemake entry point: one probe's tables (Parquet + CSV summary) and figures over all its runs."""
 
 from stepscope.logs import redirect_to_log
-from stepscope.probes import probe_table_job
+from stepscope.probes.tables import probe_table_job
 
 with redirect_to_log(snakemake.log[0]):
     probe_table_job(

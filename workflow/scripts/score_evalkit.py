@@ -1,7 +1,7 @@
 """Snakemake entry point: score the videos tree with the user-installed VBVR-Bench scorer."""
 
+from stepscope.analysis.evalkit import score_with_evalkit
 from stepscope.logs import redirect_to_log
-from stepscope.scoring import score_with_evalkit
 
 with redirect_to_log(snakemake.log[0]):
     score_with_evalkit(

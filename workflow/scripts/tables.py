@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stepscope.analysis_jobs import tables_job
+from stepscope.jobs.analysis import tables_job
 from stepscope.logs import redirect_to_log
 
 with redirect_to_log(snakemake.log[0]):

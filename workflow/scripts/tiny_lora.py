@@ -1,10 +1,10 @@
 """Snakemake entry point: a random LoRA that fits a tiny twin's expert (stands in for the VBVR LoRAs)."""
 
 from stepscope.logs import redirect_to_log
-from stepscope.models import load_pipeline, make_tiny_lora
+from stepscope.models.loading import load_pipeline, make_tiny_lora
 
 with redirect_to_log(snakemake.log[0]):
-    from stepscope.families import get_family
+    from stepscope.models.registry import get_family
 
     family = get_family(snakemake.params.family)
     pipe = load_pipeline(snakemake.params.family, snakemake.params.weights, device="cpu")

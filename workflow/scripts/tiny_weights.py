@@ -1,14 +1,14 @@
 """Snakemake entry point: write a tiny random-weight twin (its manifest is the rule's output, written last).
 
 Under a lock beside the folder, once: a second checkout sharing resources/ keeps the folder a first
-one completed (and may be loading) instead of writing it again (stepscope.shared).
+one completed (and may be loading) instead of writing it again (stepscope.models.shared_folders).
 """
 
 from pathlib import Path
 
 from stepscope.logs import redirect_to_log
-from stepscope.models import make_tiny_weights
-from stepscope.shared import publish_once
+from stepscope.models.loading import make_tiny_weights
+from stepscope.models.shared_folders import publish_once
 
 with redirect_to_log(snakemake.log[0]):
     marker = Path(snakemake.output[0])

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..bench import EITHER_TASK, render_demo_clip
-from ..families.wan import WAN22, WAN_NEGATIVE_PROMPT, TinyWanDims
+from stepscope.bench import EITHER_TASK, render_demo_clip
+from stepscope.models.wan import WAN22, WAN_NEGATIVE_PROMPT, TinyWanDims
 
 # The demo's four tasks and the two-answer task.
 TRAIN_TASKS = (
@@ -438,9 +438,9 @@ def export_weights(config: TrainConfig, ckpt: Path, out_dir: Path, note: str) ->
     The random twin of the same dims is written first (same files, manifest and text encoder) and
     the trained VAE and experts replace their files, so the folder loads exactly as a tiny twin does.
     """
-    from ..atomic import write_json
-    from ..families.tiny import TINY_MANIFEST, write_tiny_component
-    from ..layouts import WAN_VAE
+    from stepscope.atomic import write_json
+    from stepscope.models.tiny import TINY_MANIFEST, write_tiny_component
+    from stepscope.models.weight_layouts import WAN_VAE
 
     out_dir = Path(out_dir)
     WAN22.make_tiny_weights(out_dir, TinyWanDims(**config.dims), seed=config.seed)

@@ -1,0 +1,1 @@
+"""The workflow's plan (runs, batches, receipts) and the job functions its scripts call."""

@@ -1,0 +1,1 @@
+"""Synthetic records and results comparison, for tests and benchmarks."""

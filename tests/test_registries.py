@@ -1,0 +1,64 @@
+"""The extension points agree with the schema: what a config may name is what the code registers."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from stepscope.models.adapter import FamilyAdapter
+from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.tiny import current_class_path
+from stepscope.models.weight_layouts import LAYOUTS, SOURCES
+
+SCHEMA = yaml.safe_load((REPO / "config/schema/config.schema.yaml").read_text())
+
+
+def test_schema_families_are_the_registered_families_with_their_layouts():
+    family_enum = SCHEMA["properties"]["models"]["additionalProperties"]["properties"]["family"]["enum"]
+    assert list(family_enum) == list(FAMILY_NAMES)
+    assert set(LAYOUTS) == set(FAMILY_NAMES) and set(SOURCES) <= set(FAMILY_NAMES)
+    for name in FAMILY_NAMES:
+        adapter = get_family(name)
+        assert adapter.name == name
+        assert adapter.layout == LAYOUTS[name]
+
+
+def test_listing_families_and_layouts_leaves_torch_out():
+    """The Snakefile and CPU jobs read the registry and layouts; they must not pull in torch."""
+    code = (
+        "import sys; import stepscope.models.registry, stepscope.models.weight_layouts, stepscope.models.hub; "
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "old_path",
+    [
+        "stepscope.families.tiny_modules.TinyWanVideoVAE",
+        "stepscope.families.ltx.TinyLTX2VideoEncoder",
+        "stepscope.models.tiny_modules.TinyWanImageEncoder",
+    ],
+)
+def test_twins_made_by_earlier_versions_name_classes_that_still_import(old_path):
+    """A tiny twin's manifest names its classes; twins made before a module moved keep loading."""
+    module, _, name = current_class_path(old_path).rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), name), type)
+
+
+def test_every_registered_adapter_fulfils_the_written_contract():
+    """Each family has every attribute and method of `FamilyAdapter` (a new family that forgets
+    one fails here, not in the middle of a GPU job)."""
+    required = set(FamilyAdapter.__annotations__) | {
+        name for name, value in vars(FamilyAdapter).items() if callable(value) and not name.startswith("_")
+    }
+    for name in FAMILY_NAMES:
+        adapter = get_family(name)
+        missing = sorted(member for member in required if not hasattr(adapter, member))
+        assert not missing, f"{name} lacks {missing}"
