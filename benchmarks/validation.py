@@ -67,7 +67,7 @@ PROBE_TASKS = TRAIN_TASKS[::2]  # move-to-target, ball-to-wall, two-answer (2 CP
 
 def run_model(name, weights, bench, samples, work, decode, ensemble=False):
     """Sample (and decode, score) every sample with one model; returns the score rows."""
-    pipe, _ = load_job_pipeline("wan2.2", str(weights), [], DEVICE)
+    pipe = load_job_pipeline("wan2.2", str(weights), [], DEVICE)
     decoder = load_decoder("wan2.2", str(weights), DEVICE) if decode else None
     tables = []
     for task in TRAIN_TASKS:

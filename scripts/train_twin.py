@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         if args.preview and state["dit_step"] > 0:
             print("preview |final - GT final| per task:", json.dumps(preview(pipe, config, args.preview)))
     if args.export:
-        note = f"scripts/train_twin.py --ckpt CKPT {' '.join('--set ' + s for s in args.set)}".strip()
+        note = " ".join(["scripts/train_twin.py --ckpt CKPT", *(["--set", *args.set] if args.set else [])])
         export_weights(config, args.ckpt, args.export, note)
         print(f"exported to {args.export}")
     return 0

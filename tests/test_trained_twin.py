@@ -109,6 +109,10 @@ def test_smoke_training_resumes_and_exports_a_loadable_twin(tmp_path):
     assert (state["vae_step"], state["dit_step"]) == (config.vae_steps, config.dit_steps)
     assert read_state(ckpt)["dit_step"] == config.dit_steps
     assert all(np.isfinite(row.get("high_noise", 0.0)) for row in state["log"])
+    config.dit_cycles, config.dit_steps = 2, 2  # a warm restart: a second cycle of 2 steps
+    state, _ = train(config, ckpt, device="cpu", log=lambda _: None)
+    assert state["dit_step"] == 5 and state["plan"]["dit_cycles"] == [[0, 3], [3, 5]]
+    assert [row["step"] for row in state["log"] if row["stage"] == "dit"][-2:] == [3, 4]
     out = export_weights(config, ckpt, tmp_path / "twin", "smoke")
     pipe = load_pipeline("wan2.2", out, device="cpu", dtype="fp32")
     saved = torch.load(ckpt / "low_noise.pt")["model"]

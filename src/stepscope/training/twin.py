@@ -15,6 +15,8 @@ exact modules, scheduler and conditioning that sampling uses:
 
 Every stage runs in pieces: `train` stops at a time limit and writes a checkpoint folder, and the
 next call resumes from it (the data stream is a function of the step, so pieces add up to one run).
+A finished DiT stage can be trained further by raising `dit_cycles`: each new cycle warms up again
+and decays its own cosine over a step count planned like the first one (a warm restart).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     decoder_steps: int = 0  # then the decoder alone (encoder and latents fixed)
-    dit_steps: int = 12000  # per expert
+    dit_steps: int = 12000  # per expert (per cycle)
+    dit_cycles: int = 1  # warm restarts: each cycle warms up and decays its own cosine
     dit_batch: int = 128
     dit_lr: float = 4e-4
     sigma_shift: float = 5.0
@@ -245,20 +248,22 @@ def train(
     """
     start = time.monotonic()
 
-    def plan(state: dict[str, Any], key: str, seconds: float | None) -> int:
+    def plan(state: dict[str, Any], key: str, seconds: float | None, base: int = 0) -> int:
+        """The stage's last step (absolute); `base` is where the stage's current cycle started."""
         stage = key.split("_")[0] + "_step"
         if key not in state["plan"]:
             if seconds is None:
-                return getattr(config, key)
-            if state[stage] == config.plan_after:
+                return base + getattr(config, key)
+            done = state[stage] - base
+            if done == config.plan_after:
                 per_step = (time.monotonic() - state.setdefault("_t0", time.monotonic())) / config.plan_after
                 fit = max(config.plan_after, int(seconds / max(per_step, 1e-6)))
-                state["plan"][key] = min(getattr(config, key), fit)
+                state["plan"][key] = base + min(getattr(config, key), fit)
                 log(f"plan: {key} = {state['plan'][key]} ({per_step * 1000:.1f} ms/step)")
-            elif state[stage] == 0:
+            elif done == 0:
                 state["_t0"] = time.monotonic()
             if key not in state["plan"]:
-                return getattr(config, key)
+                return base + getattr(config, key)
         return state["plan"][key]
 
     ckpt = Path(ckpt)
@@ -372,38 +377,54 @@ def train(
         if (ckpt / CKPT_FILES[name]).exists() and state["dit_step"] > 0:
             _load_opt(opt[name], torch.load(ckpt / CKPT_FILES[name], map_location=device)["opt"])
 
-    def lr_factor(step: int) -> float:  # warm-up, then cosine to zero over the planned steps
-        total = state["plan"].get("dit_steps", config.dit_steps)
+    def lr_factor(step: int, start: int) -> float:  # warm-up, then cosine to zero over the cycle
+        total = state["plan"].get("dit_steps", start + config.dit_steps) - start
+        step -= start
         return min(1.0, (step + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total)))
 
+    # Cycles [start, end] of the DiT stage (a checkpoint from before cycles existed had one).
+    plan_dit = state["plan"]
+    cycles = plan_dit.setdefault(
+        "dit_cycles", [[0, plan_dit["dit_steps"]]] if "dit_steps" in plan_dit else []
+    )
     last_save = time.monotonic()
-    while state["dit_step"] < plan(state, "dit_steps", stage_seconds[1]) and not out_of_time():
-        step = state["dit_step"]
-        for o in opt.values():
-            for group in o.param_groups:
-                group["lr"] = config.dit_lr * lr_factor(step)
-        torch.manual_seed(config.seed * 1_000_003 + 7 + step)
-        record = {"stage": "dit", "step": step}
-        for name in EXPERTS:
-            index = torch.randint(0, n, (config.dit_batch,), device=device)
-            which = prompt_index[index]
-            which = torch.where(
-                torch.rand(len(index), device=device) < config.uncond_prob, negative_index, which
-            )
-            inputs = {"input_latents": latents[index], "y": ys[index], "context": context_bank[which]}
-            loss = _dit_loss(pipe, experts[name], inputs, *ranges[name])
-            opt[name].zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(experts[name].parameters(), 1.0)
-            opt[name].step()
-            record[name] = float(loss.detach())
-        state["dit_step"] = step + 1
-        if step % 200 == 0 or state["dit_step"] == plan(state, "dit_steps", None):
-            state["log"].append({**record, "t": round(time.monotonic() - start, 1)})
-            log(json.dumps(state["log"][-1]))
-        if time.monotonic() - last_save > 60:
-            checkpoint(list(EXPERTS), opt)
-            last_save = time.monotonic()
+    for cycle in range(config.dit_cycles):
+        if cycle < len(cycles) - 1:
+            continue  # finished: a later cycle has started
+        if cycle == len(cycles):  # a warm restart from here, its step count planned afresh
+            cycles.append([state["dit_step"], None])
+            plan_dit.pop("dit_steps", None)
+        begin = cycles[cycle][0]
+        while state["dit_step"] < plan(state, "dit_steps", stage_seconds[1], begin) and not out_of_time():
+            step = state["dit_step"]
+            for o in opt.values():
+                for group in o.param_groups:
+                    group["lr"] = config.dit_lr * lr_factor(step, begin)
+            torch.manual_seed(config.seed * 1_000_003 + 7 + step)
+            record = {"stage": "dit", "step": step}
+            for name in EXPERTS:
+                index = torch.randint(0, n, (config.dit_batch,), device=device)
+                which = prompt_index[index]
+                which = torch.where(
+                    torch.rand(len(index), device=device) < config.uncond_prob, negative_index, which
+                )
+                inputs = {"input_latents": latents[index], "y": ys[index], "context": context_bank[which]}
+                loss = _dit_loss(pipe, experts[name], inputs, *ranges[name])
+                opt[name].zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(experts[name].parameters(), 1.0)
+                opt[name].step()
+                record[name] = float(loss.detach())
+            state["dit_step"] = step + 1
+            if step % 200 == 0 or step == begin or state["dit_step"] == plan(state, "dit_steps", None, begin):
+                state["log"].append({**record, "t": round(time.monotonic() - start, 1)})
+                log(json.dumps(state["log"][-1]))
+            if time.monotonic() - last_save > 60:
+                checkpoint(list(EXPERTS), opt)
+                last_save = time.monotonic()
+        if state["dit_step"] < plan(state, "dit_steps", None, begin):
+            break  # out of time: the next piece resumes this cycle
+        cycles[cycle][1] = state["dit_step"]
     pipe.dit = experts["high_noise"]
     checkpoint(list(EXPERTS), opt)
     for expert in experts.values():
