@@ -124,13 +124,7 @@ def test_parse_ensemble():
         "end": 10,
         "rescale": False,
     }
-    assert tables.parse_ensemble("ens-x0-avg-k5-12-40") == {
-        "strategy": "x0-avg",
-        "k": 5,
-        "start": 12,
-        "end": 40,
-        "rescale": False,
-    }
+    assert tables.parse_ensemble("ens-x0-avg-k5-12-40") is None  # not a strategy stepscope makes
     assert tables.parse_ensemble("ens-velocity-k2-0-20-rescale")["rescale"] is True
     assert tables.parse_ensemble("1") is None
     assert tables.parse_ensemble("ens-latent") is None

@@ -31,6 +31,7 @@ from stepscope.analysis.score_table import (
     score_rows,
     write_score_table,
 )
+from stepscope.run_names import RUN_PATTERN, seed_label
 
 EVALKIT = "vbvr-evalkit"
 
@@ -150,14 +151,14 @@ def evalkit_video_path(
     return Path(videos_root) / model / split / task / f"{sample}.mp4"
 
 
-_WORKFLOW_MODEL = re.compile(r"^(?P<variant>.+)_(?P<run>seed\d+|ens-.+)$")
+_WORKFLOW_MODEL = re.compile(rf"^(?P<variant>.+)_(?P<run>{RUN_PATTERN})$")
 
 
 def parse_model_dir(name: str, first_seed: str = "1") -> tuple[str, str]:
     """Model folder name -> (variant, seed).
 
     Accepted: ``<variant>@<seed>`` (``wan22@2``, ``wan22@ens-latent-k3-0-10``); the workflow's
-    ``<variant>_seed<N>`` / ``<variant>_<ensemble>`` (rules/common.smk ``video_model_name``);
+    ``<variant>_seed<N>`` / ``<variant>_<ensemble>`` (``WorkflowPlan.video_model_name``);
     and a bare ``<variant>``, which stands for ``first_seed`` (the workflow's first seed).
     """
     if "@" in name:
@@ -166,7 +167,7 @@ def parse_model_dir(name: str, first_seed: str = "1") -> tuple[str, str]:
     match = _WORKFLOW_MODEL.match(name)
     if match:
         run = match["run"]
-        return match["variant"], run[len("seed") :] if run.startswith("seed") else run
+        return match["variant"], seed_label(run)
     return name, str(first_seed)
 
 

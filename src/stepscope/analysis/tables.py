@@ -27,10 +27,9 @@ import pandas as pd
 from stepscope.analysis.score_table import FAILED, SKIPPED, STATUS_METRICS, select_scores
 from stepscope.analysis.scoring import score_label
 from stepscope.atomic import write_parquet, write_text
+from stepscope.errors import StepScopeError
+from stepscope.run_names import parse_ensemble_run
 
-ENSEMBLE_RE = re.compile(
-    r"^ens-(?P<strategy>.+?)-k(?P<k>\d+)-(?P<start>\d+)-(?P<end>\d+)(?P<rescale>-rescale)?$"
-)
 SAMPLE_KEYS = ["split", "task", "sample"]
 VIDEO_KEYS = ["variant", *SAMPLE_KEYS, "seed"]
 ALL = "ALL"
@@ -57,19 +56,12 @@ def single_seed_videos(videos: pd.DataFrame) -> pd.DataFrame:
 
 
 def parse_ensemble(name: str) -> dict | None:
-    """``ens-<strategy>-k<K>-<start>-<end>[-rescale]`` -> {strategy, k, start, end, rescale};
-    None otherwise."""
-    match = ENSEMBLE_RE.match(str(name))
-    if match is None:
+    """An ensemble run's fields {strategy, k, start, end, rescale} (stepscope.run_names); None for
+    anything else (a seed, or a name stepscope does not make)."""
+    try:
+        return parse_ensemble_run(str(name))._asdict()
+    except StepScopeError:
         return None
-    d = match.groupdict()
-    return {
-        "strategy": d["strategy"],
-        "k": int(d["k"]),
-        "start": int(d["start"]),
-        "end": int(d["end"]),
-        "rescale": d["rescale"] is not None,
-    }
 
 
 def _ensemble_sort_key(name: str):
