@@ -35,7 +35,8 @@ from stepscope.analysis.proxy_scorer import score_video  # noqa: E402
 from stepscope.analysis.score_table import read_score_table  # noqa: E402
 from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video  # noqa: E402
 from stepscope.atomic import write_json  # noqa: E402
-from stepscope.bench import EITHER_TASK, FIRST_FRAME, generate_demo_bench, sample_dir  # noqa: E402
+from stepscope.bench import FIRST_FRAME, generate_demo_bench, sample_dir  # noqa: E402
+from stepscope.demo_tasks import EITHER_TASK  # noqa: E402
 from stepscope.jobs.analysis import score_run_job  # noqa: E402
 from stepscope.jobs.runs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run  # noqa: E402
 from stepscope.models.loading import limit_cpu_threads, make_tiny_weights  # noqa: E402

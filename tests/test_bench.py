@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from stepscope.bench import (
-    DEMO_TASKS,
     ERROR_COLUMNS,
     MANIFEST_COLUMNS,
     SAMPLE_FILES,
@@ -21,6 +20,7 @@ from stepscope.bench import (
     scan_bench,
     validate_sample_files,
 )
+from stepscope.demo_tasks import DEMO_TASKS
 from stepscope.records import read_video
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from stepscope.analysis.validation import bootstrap_ci, candidate_mass, commitment, static_first_video
-from stepscope.bench import EITHER_TASK, generate_demo_bench, read_sample, sample_dir
+from stepscope.bench import generate_demo_bench, read_sample, sample_dir
+from stepscope.demo_tasks import EITHER_TASK
 from stepscope.records import read_video
 
 REPO = Path(__file__).resolve().parents[1]

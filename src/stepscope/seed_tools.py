@@ -10,6 +10,9 @@ its outputs in a `.stepscope/` folder (docs/records.md), so scores, probes and r
 them. A sample whose outputs are current (same request, same input files) is skipped without
 loading the model; a failing sample is reported and the others go on; the exit status is 1 when
 any sample failed. docs/seed-parity.md maps every flag and output.
+
+One module (~550 lines) on purpose: the four tools' flags, requests and output trees are read side by
+side with the seed's scripts, which is how parity is reviewed.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ Every stage runs in pieces: `train` stops at a time limit and writes a checkpoin
 next call resumes from it (the data stream is a function of the step, so pieces add up to one run).
 A finished DiT stage can be trained further by raising `dit_cycles`: each new cycle warms up again
 and decays its own cosine over a step count planned like the first one (a warm restart).
+
+One module (~520 lines) on purpose: data, the three stages, checkpoints and export share one
+config and one resumable plan, and are read together when the training is reproduced.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stepscope.bench import EITHER_TASK, render_demo_clip
+from stepscope.demo_tasks import EITHER_TASK, render_demo_clip
 from stepscope.models.wan import WAN22, WAN_NEGATIVE_PROMPT, TinyWanDims
 
 # The demo's four tasks and the two-answer task.
