@@ -279,6 +279,22 @@ def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:
     write_parquet(target, pd.DataFrame(rows, columns=["step", "timestep", "sigma", "expert", "recorded"]))
 
 
+def activation_summary(maps: dict[str, np.ndarray]) -> dict[str, float]:
+    """The statistics columns of an activations.parquet row, from one block's reduced maps
+    (``total_energy`` = the sum of the per-token norms; PCA variances padded to three)."""
+    norm = maps["norm"].astype(np.float64)
+    explained = list(maps["pca_explained"]) + [0.0] * 3
+    return {
+        "mean_norm": float(norm.mean()),
+        "std_norm": float(norm.std()),
+        "max_norm": float(norm.max()),
+        "total_energy": float(norm.sum()),
+        "pca_ev1": float(explained[0]),
+        "pca_ev2": float(explained[1]),
+        "pca_ev3": float(explained[2]),
+    }
+
+
 def write_activation_table(target: str | Path, rows: list[dict[str, Any]]) -> None:
     columns = [
         "step",

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from stepscope.errors import StepScopeError
-from stepscope.records import map_key
+from stepscope.records import activation_summary, map_key
 from stepscope.sampling.blocks import BlockHook, block_hooks, block_tokens, dit_blocks
 from stepscope.sampling.context import StepContext
 
@@ -213,20 +213,6 @@ def reduce_tokens(
     return {k: v.cpu() for k, v in finish_reduction(reduce_on_device(tokens, grid, top_k), grid).items()}
 
 
-def summary_row(maps: dict[str, np.ndarray]) -> dict[str, float]:
-    norm = maps["norm"].astype(np.float64)
-    explained = list(maps["pca_explained"]) + [0.0] * 3
-    return {
-        "mean_norm": float(norm.mean()),
-        "std_norm": float(norm.std()),
-        "max_norm": float(norm.max()),
-        "total_energy": float(norm.sum()),
-        "pca_ev1": float(explained[0]),
-        "pca_ev2": float(explained[1]),
-        "pca_ev3": float(explained[2]),
-    }
-
-
 # Token norms and the spatial maps are float16 (3 significant digits, half the bytes: a 50-step,
 # 5-layer run at 480p stays within its storage budget); the small vectors stay float32.
 SPATIAL_MAPS = ("topk_maps", "pca")
@@ -317,7 +303,7 @@ class Recorder:
                     "height": h,
                     "width": w,
                     "dim": int(arrays["channel_var"].shape[0]),
-                    **summary_row(arrays),
+                    **activation_summary(arrays),
                     "pca_exact": pca_exact,
                 }
             )

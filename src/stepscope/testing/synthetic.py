@@ -30,6 +30,7 @@ from stepscope.records import (
     SCHEDULE,
     STEPS,
     VIDEO,
+    activation_summary,
     map_key,
     video_encoding,
     write_activation_maps,
@@ -108,9 +109,7 @@ def table_row(
     ``total_energy`` is the sum of the per-token norms (N * mean_norm); docs/records.md does not
     define it further.
     """
-    norm = maps["norm"].astype(np.float64)
-    f, h, w = norm.shape
-    ev = maps["pca_explained"]
+    f, h, w = maps["norm"].shape
     return {
         "step": step,
         "layer": layer,
@@ -120,13 +119,7 @@ def table_row(
         "height": h,
         "width": w,
         "dim": int(maps["channel_var"].shape[0]),
-        "mean_norm": float(norm.mean()),
-        "std_norm": float(norm.std()),
-        "max_norm": float(norm.max()),
-        "total_energy": float(norm.sum()),
-        "pca_ev1": float(ev[0]),
-        "pca_ev2": float(ev[1]),
-        "pca_ev3": float(ev[2]),
+        **activation_summary(maps),
     }
 
 
