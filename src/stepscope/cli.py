@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_sample(args: argparse.Namespace) -> Path:
-    from stepscope.models.loading import load_pipeline
+    from stepscope.models.loading import load_pipeline, loaded_model_meta
     from stepscope.provenance import weights_identity
     from stepscope.sampling.capture import CaptureSpec
     from stepscope.sampling.loop import RecordSpec, sample
@@ -117,11 +117,7 @@ def run_sample(args: argparse.Namespace) -> Path:
     meta = {
         "variant": "custom",
         "image": str(args.image),
-        "weights": weights_identity(args.weights, sources),
-        "loras": pipe.stepscope_loras,
-        "device": str(pipe.device),
-        "dtype": str(pipe.torch_dtype),
-        "timings": {"load_s": load_s},
+        **loaded_model_meta(pipe, weights_identity(args.weights, sources), load_s),
     }
     sample(
         pipe,

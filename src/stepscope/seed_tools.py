@@ -472,6 +472,7 @@ def run_job(
     then link the videos and draw the figures under the seed's names; returns the seed outputs."""
     from stepscope.jobs.batch_common import link_file, read_json
     from stepscope.jobs.runs import decode_run, resolve_input, sample_run
+    from stepscope.models.loading import loaded_model_meta
     from stepscope.plots.seed_figures import render_seed_feature_maps
 
     args, tool = request.args, request.tool
@@ -508,8 +509,7 @@ def run_job(
                 "run_id": os.urandom(8).hex(),
                 "fingerprint": fingerprint_,
                 "input_stamps": stamps,
-                "loras": pipe.stepscope_loras,
-                "timings": {"load_s": loader.load_s},
+                **loaded_model_meta(pipe, None, loader.load_s),
                 "seed_tool": tool.script,
             },
         )

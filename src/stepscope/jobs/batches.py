@@ -29,6 +29,7 @@ from stepscope.jobs.batch_common import (
 from stepscope.jobs.members import DecodeMember, SampleMember, as_members
 from stepscope.jobs.plan import Receipt, input_stamps
 from stepscope.jobs.runs import decode_run, load_decoder, load_job_pipeline, resolve_input, sample_run
+from stepscope.models.loading import loaded_model_meta
 from stepscope.provenance import weights_identity
 
 
@@ -123,10 +124,8 @@ def run_sample_batch(
                     "fingerprint": member.fingerprint,
                     "input_stamps": input_stamps(member.inputs),
                     "batch": Path(receipt).stem,
-                    "weights": identity,
-                    "loras": pipe.stepscope_loras,
                     # the model is loaded once per batch job: load_s is that one load
-                    "timings": {"load_s": loader.load_s},
+                    **loaded_model_meta(pipe, identity, loader.load_s),
                 },
             )
             link_file(Path(out_dir) / records.VIDEO, member.video_link)

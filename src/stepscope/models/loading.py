@@ -144,6 +144,19 @@ def load_pipeline(
     return pipe
 
 
+def loaded_model_meta(pipe, weights: dict[str, Any] | None, load_s: float) -> dict[str, Any]:
+    """What a record's meta.json says about the loaded model: weights identity, LoRAs (what each
+    matched), device, dtype and the load time (one load per job)."""
+    meta = {"weights": weights} if weights is not None else {}
+    return {
+        **meta,
+        "loras": pipe.stepscope_loras,
+        "device": str(pipe.device),
+        "dtype": str(pipe.torch_dtype),
+        "timings": {"load_s": load_s},
+    }
+
+
 def apply_lora(pipe, adapter, lora: LoraSpec, *, hotload: bool = True) -> dict[str, Any]:
     """Apply a LoRA as the seed does (`pipe.load_lora`), after checking what it targets.
 

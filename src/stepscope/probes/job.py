@@ -18,6 +18,7 @@ from typing import Any
 from stepscope.atomic import write_json
 from stepscope.errors import StepScopeError
 from stepscope.jobs.runs import load_job_pipeline, loop_settings, record_spec, resolve_input, resolve_shape
+from stepscope.models.loading import loaded_model_meta
 from stepscope.models.registry import get_family
 from stepscope.probes.files import PROBE_JSON
 from stepscope.probes.registry import get_probe
@@ -176,11 +177,7 @@ def probe_job(
         base_meta={
             "variant_settings": settings,
             "record": record,
-            "weights": weights_identity(weights_dir, sources),
-            "loras": pipe.stepscope_loras,
-            "device": str(pipe.device),
-            "dtype": str(pipe.torch_dtype),
-            "timings": {"load_s": load_s},
+            **loaded_model_meta(pipe, weights_identity(weights_dir, sources), load_s),
         },
         info=info,
         seed=int(seed),
