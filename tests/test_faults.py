@@ -20,7 +20,7 @@ from test_workflow import file_times, job_counts, small_config, snakemake
 from stepscope.bench import generate_demo_bench
 
 TASK = "D-1_move_to_target_data-generator"
-RUNS = f"results/runs/demo-wan22-vbvr/In-Domain_50/{TASK}"
+RUNS = f"results/runs/demo-wan22/In-Domain_50/{TASK}"
 SHEET_HEADER = "split\ttask\tcategory\n"
 
 
@@ -60,7 +60,7 @@ def failures(work: Path) -> pd.DataFrame:
 
 
 def newest_receipt(work: Path, stage: str, batch: str) -> dict:
-    folder = work / "results/batches" / stage / "demo-wan22-vbvr"
+    folder = work / "results/batches" / stage / "demo-wan22"
     receipts = folder.glob(f"{batch}.r*.json")
     return json.loads(max(receipts, key=lambda path: int(path.stem.split(".r")[1])).read_text())
 

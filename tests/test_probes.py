@@ -396,7 +396,7 @@ def test_demo_plan_contains_one_probe_and_one_table_job_per_probe(tmp_path):
     assert counts["probe"] == len(KINDS) and counts["probe_table"] == len(KINDS)
     for probe in KINDS:
         assert (
-            f"probes/{probe}/demo-wan22-vbvr/In-Domain_50/D-2_fill_circle_data-generator/00000"
+            f"probes/{probe}/demo-wan22/In-Domain_50/D-2_fill_circle_data-generator/00000"
             in result.stdout
         )
         assert f"probes/tables/{probe}_summary.csv" in result.stdout

@@ -97,7 +97,7 @@ def test_on_slurm_a_job_failing_once_is_retried_and_a_bad_sample_fails_alone(tmp
     failures = (tmp_path / "results/tables/failures.csv").read_text().splitlines()
     assert len(failures) == 2 and "00001,seed1,sample" in failures[1]
     # ... alone: the other run has its records, decoded steps, figures and scores.
-    run_0 = "demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator/00000/seed1"
+    run_0 = "demo-wan22/In-Domain_50/D-1_move_to_target_data-generator/00000/seed1"
     for path in (f"runs/{run_0}/meta.json", f"decoded/{run_0}/decoded.json", f"scores/runs/{run_0}.parquet"):
         assert (tmp_path / "results" / path).exists(), path
     # The sampling job failed once (the injected fault), was resubmitted and completed.

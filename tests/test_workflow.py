@@ -52,7 +52,7 @@ def write_config(folder: Path, base: str = "config/demo.yaml", **overrides) -> P
     config = yaml.safe_load((REPO / base).read_text())
     if base == "config/demo.yaml":
         # the workflow tests run the demo's main family; test_families runs the others
-        config["run_variants"] = ["demo-wan22-vbvr"]
+        config["run_variants"] = ["demo-wan22"]
     for key, value in overrides.items():
         node = config
         *parents, last = key.split(".")
@@ -109,7 +109,7 @@ def test_custom_inputs_and_evalkit_are_planned(tmp_path):
     counts = job_counts(result.stdout)
     # 8 bench inputs in two batches of 4, then the custom input in a batch of its own.
     assert counts["sample_batch"] == 3 and counts["analysis_batch"] == 3 and counts["score_evalkit"] == 1
-    batch = result.stdout.split("batches/sample/demo-wan22-vbvr/b0002.r0.json")[0].rsplit(
+    batch = result.stdout.split("batches/sample/demo-wan22/b0002.r0.json")[0].rsplit(
         "rule sample_batch", 1
     )[1]
     assert str(image) in batch  # the custom image is what the third batch reads
@@ -174,7 +174,7 @@ def small_config(folder: Path, **overrides) -> Path:
         "batch.inputs": 2,
         "seeds": [1],
         "ensembles": [],
-        "variants.demo-wan22-vbvr.steps": 4,
+        "variants.demo-wan22.steps": 4,
         "record.layers": [0, 3],
         "record.map_steps": "0,3",
         "decode.steps": "0,3",
@@ -209,13 +209,13 @@ def file_times(folder: Path) -> dict[Path, int]:
     return {path: path.stat().st_mtime_ns for path in folder.rglob("*") if path.is_file()}
 
 
-RUN_0 = "results/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator/00000/seed1"
-RUN_1 = "results/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator/00001/seed1"
+RUN_0 = "results/runs/demo-wan22/In-Domain_50/D-1_move_to_target_data-generator/00000/seed1"
+RUN_1 = "results/runs/demo-wan22/In-Domain_50/D-1_move_to_target_data-generator/00001/seed1"
 
 
 def receipt_statuses(folder: Path, stage: str) -> dict[str, str]:
     """sample/run -> status in the newest receipt of the (only) batch of a stage."""
-    receipts = (folder / "results/batches" / stage / "demo-wan22-vbvr").glob("b0000.r*.json")
+    receipts = (folder / "results/batches" / stage / "demo-wan22").glob("b0000.r*.json")
     newest = max(receipts, key=lambda path: int(path.stem.split(".r")[1]))
     members = json.loads(newest.read_text())["members"]
     return {"/".join(member["key"].split("/")[2:]): member["status"] for member in members}
@@ -241,7 +241,7 @@ def test_config_changes_rerun_only_the_stages_they_touch(small_run, tmp_path):
     assert counts.get("decode_batch") == 1 and "sample_batch" not in counts
 
     # A sampling setting reruns sampling.
-    cfg_change = small_config(tmp_path / "cfg", **{"variants.demo-wan22-vbvr.cfg_scale": 3.0})
+    cfg_change = small_config(tmp_path / "cfg", **{"variants.demo-wan22.cfg_scale": 3.0})
     counts = job_counts(snakemake("-n", "--configfile", str(cfg_change), cwd=work).stdout)
     assert counts.get("sample_batch") == 1
 
@@ -259,7 +259,7 @@ def test_deleted_outputs_are_redone_alone(small_run, tmp_path):
     snakemake("--configfile", config, "--cores", "2", cwd=work)
     assert any((work / "results/figures/runs").rglob("norm_vs_step.png"))
     assert file_times(work / "results/runs") == records
-    report = work / "results/report/figures/demo-wan22-vbvr"
+    report = work / "results/report/figures/demo-wan22"
     assert sorted(path.name for path in report.iterdir()) == ["b0000.r1"]  # the superseded one is gone
     assert any((report / "b0000.r1").rglob("norm_vs_step.png"))
 
@@ -341,7 +341,7 @@ def test_a_bad_sample_fails_alone_and_the_summary_names_it(small_run, tmp_path):
     assert "## Failed runs (1)" in summary and "00001/seed1: failed in sample" in summary
     # The other run completed every stage.
     assert (work / RUN_0 / "meta.json").exists() and not (work / RUN_1 / "meta.json").exists()
-    scores = work / "results/scores/runs/demo-wan22-vbvr/In-Domain_50/D-1_move_to_target_data-generator"
+    scores = work / "results/scores/runs/demo-wan22/In-Domain_50/D-1_move_to_target_data-generator"
     assert (scores / "00000/seed1.parquet").exists() and not (scores / "00001/seed1.parquet").exists()
 
     # Fixed, it is the only run sampled again.
@@ -396,7 +396,7 @@ def test_pipeline_runs_on_real_format_vbvr_samples(tmp_path):
             "bench.task_globs": ["*"],
             "bench.samples_per_task": 5,
             "batch.inputs": 10,
-            "variants.demo-wan22-vbvr.steps": 2,
+            "variants.demo-wan22.steps": 2,
             "record.layers": [0],
             "record.map_steps": "1",
             "decode.steps": "1",

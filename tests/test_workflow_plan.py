@@ -105,7 +105,7 @@ def test_batches_hold_whole_inputs_and_members_say_what_each_job_needs(plan):
 
 
 def test_minutes_count_an_ensembles_trajectories(plan):
-    batch = plan.batched.batches["demo-wan22-vbvr"][0]
+    batch = plan.batched.batches["demo-wan22"][0]
     inputs = len(batch.inputs)
     minutes = plan.config["batch"]
     # per input: two seed runs and one ensemble of k=2
@@ -143,7 +143,7 @@ def changed_stages(tmp_path, **changes) -> dict[str, set[str]]:
     }
 
 
-ALL = {"demo-wan22-vbvr", "demo-wan21-vbvr", "demo-ltx23-vbvr"}
+ALL = {"demo-wan22", "demo-wan21-vbvr", "demo-ltx23-vbvr"}
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ def test_a_config_change_changes_exactly_the_fingerprints_it_touches(tmp_path, c
 
 def test_without_decoding_the_analysis_does_not_wait_for_it(tmp_path):
     plan = make_plan(demo_config(tmp_path, **{"decode.steps": "none"}))
-    batch = plan.batched.batches["demo-wan22-vbvr"][0]
+    batch = plan.batched.batches["demo-wan22"][0]
     assert "decoded" not in plan.analysis_inputs(batch)
     assert all(member.decoded_dir is None for member in plan.analysis_members(batch))
 
@@ -274,8 +274,8 @@ def test_the_analysis_stamps_every_file_the_scorer_reads(tmp_path):
     assert set(SCORING_FILES) <= set(SAMPLE_FILES) and set(SAMPLING_FILES) <= set(SAMPLE_FILES)
     local = {"source": "local", "local_path": str(bench), "splits": [split], "task_globs": [folder.parent.name],
              "samples_per_task": 1, "sample_sheet": "config/demo_bench_tasks.tsv"}  # fmt: skip
-    plan = make_plan(demo_config(tmp_path, bench=local, run_variants=["demo-wan22-vbvr"], probes={}))
-    (batch,) = plan.batched.batches["demo-wan22-vbvr"]
+    plan = make_plan(demo_config(tmp_path, bench=local, run_variants=["demo-wan22"], probes={}))
+    (batch,) = plan.batched.batches["demo-wan22"]
     for member in plan.analysis_members(batch):
         assert member.sample_dir == str(folder) and {Path(path).name for path in member.inputs} == read
     # and Snakemake waits for them (a local bench has no download marker)
