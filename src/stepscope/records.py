@@ -279,12 +279,21 @@ def write_schedule(target: str | Path, rows: list[dict[str, Any]]) -> None:
     write_parquet(target, pd.DataFrame(rows, columns=["step", "timestep", "sigma", "expert", "recorded"]))
 
 
-def activation_summary(maps: dict[str, np.ndarray]) -> dict[str, float]:
-    """The statistics columns of an activations.parquet row, from one block's reduced maps
-    (``total_energy`` = the sum of the per-token norms; PCA variances padded to three)."""
+def activation_row(maps: dict[str, np.ndarray], *, step: int, layer: int, pass_: str, expert: str) -> dict[str, Any]:
+    """One activations.parquet row from one block's reduced maps (``total_energy`` = the sum of the
+    per-token norms; PCA variances padded to three)."""
     norm = maps["norm"].astype(np.float64)
+    f, h, w = norm.shape
     explained = list(maps["pca_explained"]) + [0.0] * 3
     return {
+        "step": step,
+        "layer": layer,
+        "pass": pass_,
+        "expert": expert,
+        "frames": f,
+        "height": h,
+        "width": w,
+        "dim": int(maps["channel_var"].shape[0]),
         "mean_norm": float(norm.mean()),
         "std_norm": float(norm.std()),
         "max_norm": float(norm.max()),

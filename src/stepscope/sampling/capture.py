@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from stepscope.errors import StepScopeError
-from stepscope.records import activation_summary, map_key
+from stepscope.records import activation_row, map_key
 from stepscope.sampling.blocks import BlockHook, block_hooks, block_tokens, dit_blocks
 from stepscope.sampling.context import StepContext
 
@@ -292,18 +292,9 @@ class Recorder:
             store = self.maps.setdefault(seed_index, {})
             for name, array in arrays.items():
                 store[map_key(layer, step, pass_, name)] = array
-            f, h, w = arrays["norm"].shape
             self.rows.setdefault(seed_index, []).append(
                 {
-                    "step": step,
-                    "layer": layer,
-                    "pass": pass_,
-                    "expert": expert,
-                    "frames": f,
-                    "height": h,
-                    "width": w,
-                    "dim": int(arrays["channel_var"].shape[0]),
-                    **activation_summary(arrays),
+                    **activation_row(arrays, step=step, layer=layer, pass_=pass_, expert=expert),
                     "pca_exact": pca_exact,
                 }
             )

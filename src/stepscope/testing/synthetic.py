@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,7 +29,7 @@ from stepscope.records import (
     SCHEDULE,
     STEPS,
     VIDEO,
-    activation_summary,
+    activation_row,
     map_key,
     video_encoding,
     write_activation_maps,
@@ -98,28 +97,6 @@ def reduce_tokens(x: np.ndarray, grid: tuple[int, int, int], k: int = TOPK) -> d
         "topk_maps": topk_maps.astype(np.float32),
         "pca": proj.reshape(f, h, w, 3).astype(np.float32),
         "pca_explained": explained.astype(np.float32),
-    }
-
-
-def table_row(
-    maps: dict[str, np.ndarray], *, step: int, layer: int, pass_: str, expert: str
-) -> dict[str, Any]:
-    """One activations.parquet row computed from the reduced maps.
-
-    ``total_energy`` is the sum of the per-token norms (N * mean_norm); docs/records.md does not
-    define it further.
-    """
-    f, h, w = maps["norm"].shape
-    return {
-        "step": step,
-        "layer": layer,
-        "pass": pass_,
-        "expert": expert,
-        "frames": f,
-        "height": h,
-        "width": w,
-        "dim": int(maps["channel_var"].shape[0]),
-        **activation_summary(maps),
     }
 
 
@@ -251,7 +228,7 @@ def write_synthetic_run(
             reduced = reduce_tokens(x, (frames, height, width))
             for name, value in reduced.items():
                 maps[map_key(layer, step, "cond", name)] = value
-            rows.append(table_row(reduced, step=step, layer=layer, pass_="cond", expert=expert))
+            rows.append(activation_row(reduced, step=step, layer=layer, pass_="cond", expert=expert))
     write_activation_maps(run_dir / ACTIVATIONS_NPZ, maps)
     write_activation_table(run_dir / ACTIVATIONS_TABLE, rows)
 
