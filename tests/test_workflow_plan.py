@@ -264,7 +264,7 @@ def files_read(folder: Path, action) -> set[str]:
 
 
 def test_the_analysis_stamps_every_file_the_scorer_reads(tmp_path):
-    from stepscope.analysis.scoring import score_video
+    from stepscope.analysis.proxy_scorer import score_video
 
     split = "In-Domain_50"
     bench = generate_demo_bench(tmp_path / "bench", splits=[split], tasks_per_split=1, samples_per_task=1, num_frames=9)
