@@ -197,17 +197,6 @@ PER_LAYER = {
 PER_STEP = {"norm_across_layers": plot_seed_norm_across_layers, "layer_grid": plot_seed_layer_grid}
 
 
-def seed_step_files(layers: Sequence[int]) -> list[str]:
-    """File names the seed writes into one ``feature_maps/step_SSSS`` folder."""
-    per_layer = [f"L{layer:02d}_{suffix}.png" for layer in layers for suffix in PER_LAYER]
-    return per_layer + [f"{name}.png" for name in PER_STEP]
-
-
-def seed_summary_files(layers: Sequence[int]) -> list[str]:
-    """File names the seed writes into ``feature_maps/summary``."""
-    return ["norm_evolution.png"] + [f"temporal_heatmap_L{layer:02d}.png" for layer in sorted(layers)]
-
-
 def render_seed_feature_maps(
     run_dir: str | Path, out_dir: str | Path, *, layers: Sequence[int], viz_steps: Sequence[int] | None
 ) -> list[Path]:
