@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from stepscope.models.adapter import StepScopeError
-from stepscope.sampling.ensemble import EnsembleHook, EnsembleSpec, merge
+from stepscope.run_names import EnsembleSpec
+from stepscope.sampling.ensemble import EnsembleHook, merge
 from stepscope.sampling.loop import sample, sample_lockstep
 
 SETTINGS = dict(

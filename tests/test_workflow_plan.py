@@ -23,7 +23,7 @@ from stepscope.jobs.config_checks import check_config, select_tasks
 from stepscope.jobs.members import AnalysisMember, DecodeMember, SampleMember, as_members
 from stepscope.jobs.plan import fingerprint
 from stepscope.jobs.workflow_plan import WorkflowPlan
-from stepscope.sampling.ensemble import EnsembleSpec
+from stepscope.run_names import EnsembleSpec
 
 SCHEMA = REPO / "config/schema/config.schema.yaml"
 

@@ -8,6 +8,7 @@ the score tables all build and parse names here. Torch-free: the Snakefile impor
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from stepscope.errors import StepScopeError
@@ -61,3 +62,34 @@ def parse_ensemble_run(name: str) -> EnsembleName:
 def seed_label(run: str) -> str:
     """A run folder name as the score tables' `seed` column: 'seed1' -> '1', ensembles keep their name."""
     return run[len(SEED_PREFIX) :] if is_seed_run(run) else run
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """A multi-seed ensemble as the config and its run name give it (merged by
+    `stepscope.sampling.ensemble.EnsembleHook`); torch-free, so the config checks can build it."""
+
+    strategy: str = "latent"
+    k: int = 3
+    start: int = 0
+    end: int = 10
+    rescale: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise StepScopeError(
+                f"unknown ensemble strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
+            )
+        if self.k < 1 or self.start < 0 or self.end < self.start:
+            raise StepScopeError(f"bad ensemble {self}: need k >= 1 and 0 <= start <= end")
+
+    @property
+    def name(self) -> str:
+        return ensemble_run(self.strategy, self.k, self.start, self.end, self.rescale)
+
+    @classmethod
+    def from_name(cls, name: str) -> EnsembleSpec:
+        return cls(*parse_ensemble_run(name))
+
+    def seeds(self, first_seed: int) -> list[int]:
+        return [first_seed + index for index in range(self.k)]

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import pandas as pd
 
 from stepscope.models.weight_layouts import family_sources
-from stepscope.sampling.ensemble import EnsembleSpec
+from stepscope.run_names import EnsembleSpec
 from stepscope.stepspec import parse_steps
 
 

@@ -23,8 +23,9 @@ from stepscope.models.registry import get_family
 from stepscope.models.wan import load_image
 from stepscope.models.weights_check import names_bad_weights
 from stepscope.provenance import package_versions
+from stepscope.run_names import EnsembleSpec
 from stepscope.sampling.capture import CaptureSpec
-from stepscope.sampling.ensemble import EnsembleHook, EnsembleSpec
+from stepscope.sampling.ensemble import EnsembleHook
 from stepscope.sampling.loop import RecordSpec, sample_lockstep, write_run
 from stepscope.stepspec import parse_steps, resolve_steps
 

@@ -13,39 +13,10 @@ The ensemble's video is trajectory 0's (the first seed's); after a ``latent`` me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import torch
 
-from stepscope.errors import StepScopeError
-from stepscope.run_names import STRATEGIES, ensemble_run, parse_ensemble_run
+from stepscope.run_names import EnsembleSpec
 from stepscope.sampling.hooks import StepHook
-
-
-@dataclass(frozen=True)
-class EnsembleSpec:
-    strategy: str = "latent"
-    k: int = 3
-    start: int = 0
-    end: int = 10
-    rescale: bool = False
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise StepScopeError(
-                f"unknown ensemble strategy {self.strategy!r}: choose one of {', '.join(STRATEGIES)}"
-            )
-        if self.k < 1 or self.start < 0 or self.end < self.start:
-            raise StepScopeError(f"bad ensemble {self}: need k >= 1 and 0 <= start <= end")
-
-    @property
-    def name(self) -> str:
-        return ensemble_run(self.strategy, self.k, self.start, self.end, self.rescale)
-
-    @classmethod
-    def from_name(cls, name: str) -> EnsembleSpec:
-        return cls(*parse_ensemble_run(name))
-
-    def seeds(self, first_seed: int) -> list[int]:
-        return [first_seed + index for index in range(self.k)]
 
 
 def per_part(function, *states):
@@ -59,8 +30,6 @@ def merge(tensors: list, rescale: bool):
     """Mean of K states (per part for tuple states); with `rescale`, at the mean norm of the K."""
     if isinstance(tensors[0], tuple):
         return per_part(lambda *parts: merge(list(parts), rescale), *tensors)
-    import torch
-
     merged = torch.stack(tensors).mean(dim=0)
     if rescale:
         target = torch.stack([t.float().norm() for t in tensors]).mean()
