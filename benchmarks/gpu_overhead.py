@@ -8,7 +8,10 @@ resolution, the same pipeline is sampled twice with the same seed and settings:
              step, both CFG passes captured and tagged
 Per-step time = median interval between consecutive step starts (CUDA-synchronised). Also records
 the bytes of the run's records (extrapolated to 50 steps from the measured per-step sizes), the
-step-decoding throughput and the load time of one expert from safetensors.
+step-decoding throughput, the load time of one expert from safetensors, and (--seed-analysis) the
+whole seed analysis of one sample over one plain sampling: the stepscope run above plus every step
+decoded to a step video by the workflow's own `decode_run` (auto tiling, mp4s written), measured at
+the run's step count and extrapolated to 50 steps from the per-step and fixed parts.
 
     python benchmarks/gpu_overhead.py --out benchmarks/results [--steps 5] [--resolutions 480x832,1024x1024]
 
@@ -162,7 +165,8 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
     pipe(input_image=image, switch_DiT_boundary=0.875, progress_bar_cmd=timed_progress(plain_clock), **kwargs)
     sync()
     plain_total = time.perf_counter() - started
-    record = RecordSpec(capture=CaptureSpec(layers=LAYERS, passes=("cond", "uncond")))
+    layers = tuple(layer for layer in LAYERS if layer < len(pipe.dit.blocks)) or (0,)  # --layers below 40
+    record = RecordSpec(capture=CaptureSpec(layers=layers, passes=("cond", "uncond")))
     started = time.perf_counter()
     run_dir = out / f"run_{height}x{width}"
     from stepscope.sampling.loop import sample_lockstep
@@ -267,6 +271,46 @@ def write_records(run_dir: Path, result) -> None:
         print(json.dumps({"skipped_video": str(error)[:200]}), flush=True)
 
 
+def seed_analysis_cost(pipe, measured: dict, out: Path) -> dict:
+    """Whole seed analysis (final video + a step video for every step + 5-layer token records every
+    step) over one plain sampling of the same request. Fixed parts (text and image encoding, the final
+    decode) are each run's total minus its steps; the 50-step ratio keeps them once."""
+    from stepscope import records
+    from stepscope.atomic import write_json
+    from stepscope.jobs.runs import decode_run
+
+    run_dir, steps = Path(measured["run_dir"]), measured["steps"]
+    write_json(
+        run_dir / records.META,
+        {"settings": {"num_inference_steps": steps, "tiled": True}, "seed": 1, "fps": 16},
+    )
+    sync()
+    started = time.perf_counter()
+    decoded = decode_run(pipe, "wan2.2", run_dir=str(run_dir), steps="all", out_dir=str(out / "decoded"))
+    sync()
+    decode_s = time.perf_counter() - started
+    tiling = json.loads((out / "decoded" / records.DECODED_SUMMARY).read_text())["tiling"]
+    plain_step, ours_step, decode_step = (
+        measured["plain_step_s"],
+        measured["stepscope_step_s"],
+        decode_s / len(decoded),
+    )
+    plain_fixed = measured["plain_total_s"] - steps * plain_step
+    ours_fixed = measured["stepscope_total_s"] - steps * ours_step
+    return {
+        "resolution": measured["resolution"],
+        "steps_measured": steps,
+        "decode_all_steps_s": decode_s,
+        "decode_s_per_step_video": decode_step,
+        "decode_tiling": tiling,
+        "seed_analysis_over_plain_measured": (measured["stepscope_total_s"] + decode_s)
+        / measured["plain_total_s"],
+        "seed_analysis_over_plain_50_steps": (ours_fixed + 50 * (ours_step + decode_step))
+        / (plain_fixed + 50 * plain_step),
+        "decode_all_steps_over_sampling_50_steps": 50 * decode_step / (ours_fixed + 50 * ours_step),
+    }
+
+
 def decode_throughput(pipe, run_dir: Path, count: int = 2) -> dict:
     from stepscope.models.adapter import Prepared
     from stepscope.models.registry import get_family
@@ -326,6 +370,11 @@ def main() -> None:
     parser.add_argument("--resolutions", default="480x832,1024x1024")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument(
+        "--seed-analysis",
+        action="store_true",
+        help="also the whole seed analysis per sample over plain sampling",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="tiny widths on the CPU: checks the script, measures nothing"
     )
     args = parser.parse_args()
@@ -340,15 +389,16 @@ def main() -> None:
     if DEVICE == "cuda":
         print(json.dumps(capture_sync_check()), flush=True)
     # Warm-up (kernels, allocator) at the smallest shape.
+    warm_height, warm_width = (64, 64) if args.smoke else (480, 832)
     sample(
         pipe,
         "wan2.2",
-        image=Image.new("RGB", (832, 480)),
+        image=Image.new("RGB", (warm_width, warm_height)),
         prompt="warm up",
         seed=0,
         num_frames=5,
-        height=480,
-        width=832,
+        height=warm_height,
+        width=warm_width,
         num_inference_steps=2,
         cfg_scale=5.0,
     )
@@ -360,6 +410,9 @@ def main() -> None:
         results.append(measured)
     extra = decode_throughput(pipe, Path(results[0]["run_dir"]))
     print(json.dumps(extra), flush=True)
+    if args.seed_analysis:
+        extra["seed_analysis"] = [seed_analysis_cost(pipe, r, work / r["resolution"]) for r in results]
+        print(json.dumps(extra["seed_analysis"]), flush=True)
     if not args.skip_load:
         extra.update(load_time(pipe, work))
         print(json.dumps(extra), flush=True)
