@@ -5,6 +5,9 @@
 #   wan22: real-shape Wan2.2-I2V-A14B (umT5/VAE linked from wan21 when there), then the workflow at
 #          480x832 with one noise_frame probe job.
 #   ltx23: real-shape LTX-2.3 (Gemma-3 in /dev/shm), the workflow at 1024x1024 (LoRA) then 480x832.
+#   seedcost: the whole seed analysis per sample over one plain sampling (gpu_overhead.py
+#          --seed-analysis, A14B shapes at 480x832, 6 steps), then Wan2.2 through the workflow at
+#          480x832 if time is left.
 # Stops itself inside SECONDS; what comes back is under $OUT (raw reports, logs).
 set -uo pipefail
 stage=$1
@@ -49,6 +52,18 @@ ltx23)  # not run yet: 38 + 24 GB exceed the 64 GB disk, so Gemma goes to /dev/s
     python3 benchmarks/rehearsal.py --family ltx2.3 --weights $W/ltx23 --loras $W/lora23 --out $W/reh23 \
         --variants r1024-vbvr r480-base --steps 2 --gpu-gib 80 --cores 16 --drop-caches --timeout "$(left 15)" >/dev/null
     report ltx23 $W/reh23
+    ;;
+seedcost)
+    timeout "$(left 10)" python3 benchmarks/gpu_overhead.py --out "$OUT" --steps 6 --resolutions 480x832 \
+        --skip-load --seed-analysis
+    echo "seed analysis cost done at ${SECONDS}s"
+    if [ "$(left)" -gt 300 ]; then
+        python3 benchmarks/real_shape_weights.py weights --family wan2.2 --out $W/wan22 --link-experts || exit 1
+        python3 benchmarks/real_shape_weights.py lora --family wan2.2 --out $W/lora22 --rank 32 || exit 1
+        python3 benchmarks/rehearsal.py --family wan2.2 --weights $W/wan22 --loras $W/lora22 --out $W/reh22 \
+            --variants r480-base --no-probe --steps 2 --gpu-gib 80 --cores 16 --timeout "$(left 15)" >/dev/null
+        report wan22_480 $W/reh22
+    fi
     ;;
 tiny)  # the same flow on a CPU
     python3 benchmarks/rehearsal.py --tiny --family wan2.1 --out $W/reh-tiny --steps 2 --no-probe --cores 2 \
