@@ -45,12 +45,12 @@ wan22)
         --variants r480-base --steps 2 --gpu-gib 80 --cores 16 --drop-caches --timeout "$(left 15)" >/dev/null
     report wan22 $W/reh22
     ;;
-ltx23)  # not run yet: 38 + 24 GB exceed the 64 GB disk, so Gemma goes to /dev/shm (host RAM)
+ltx23)  # 38 + 24 GB exceed the 64 GB disk, so Gemma goes to /dev/shm (host RAM)
     python3 benchmarks/real_shape_weights.py weights --family ltx2.3 --out $W/ltx23 --gemma-dir /dev/shm/gemma || exit 1
     python3 benchmarks/real_shape_weights.py lora --family ltx2.3 --out $W/lora23 --rank 32 || exit 1
     echo "weights written at ${SECONDS}s"
     python3 benchmarks/rehearsal.py --family ltx2.3 --weights $W/ltx23 --loras $W/lora23 --out $W/reh23 \
-        --variants r1024-vbvr r480-base --steps 2 --gpu-gib 80 --cores 16 --drop-caches --timeout "$(left 15)" >/dev/null
+        --variants r1024-vbvr r480-base --no-probe --steps 2 --gpu-gib 80 --cores 16 --drop-caches --timeout "$(left 15)" >/dev/null
     report ltx23 $W/reh23
     ;;
 seedcost)
