@@ -21,6 +21,7 @@ Prints one JSON line per measurement and writes gpu_overhead.json and storage.js
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import statistics
@@ -146,7 +147,19 @@ def timed_progress(clock: Clock):
     return wrap
 
 
-def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: Path) -> dict:
+def workflow_record(steps: int):
+    """What the workflow records by default (config/config.yaml's `record` section), for `steps` steps."""
+    import yaml
+
+    from stepscope.jobs.runs import record_spec
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
+    return record_spec(config["record"], steps, fps=16), config["record"]
+
+
+def run_resolution(
+    pipe, height: int, width: int, frames: int, steps: int, out: Path, record_mode: str = "all-maps"
+) -> dict:
     image = Image.fromarray((np.random.default_rng(0).random((height, width, 3)) * 255).astype(np.uint8))
     kwargs = dict(
         prompt="move the red square onto the green square",
@@ -166,7 +179,11 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
     sync()
     plain_total = time.perf_counter() - started
     layers = tuple(layer for layer in LAYERS if layer < len(pipe.dit.blocks)) or (0,)  # --layers below 40
-    record = RecordSpec(capture=CaptureSpec(layers=layers, passes=("cond", "uncond")))
+    if record_mode == "workflow":
+        record, _ = workflow_record(steps)
+        record = dataclasses.replace(record, capture=dataclasses.replace(record.capture, layers=layers))
+    else:  # both CFG passes, spatial maps (and the exact-PCA fallback where needed) at every step
+        record = RecordSpec(capture=CaptureSpec(layers=layers, passes=("cond", "uncond")))
     started = time.perf_counter()
     run_dir = out / f"run_{height}x{width}"
     from stepscope.sampling.loop import sample_lockstep
@@ -192,6 +209,8 @@ def run_resolution(pipe, height: int, width: int, frames: int, steps: int, out: 
         "resolution": f"{height}x{width}",
         "frames": frames,
         "steps": steps,
+        "record": record_mode,
+        "map_steps": sorted(record.capture.map_steps) if record.capture.map_steps is not None else "all",
         "tokens": int(
             result.activation_rows[0]["frames"]
             * result.activation_rows[0]["height"]
@@ -297,6 +316,20 @@ def seed_analysis_cost(pipe, measured: dict, out: Path) -> dict:
     )
     plain_fixed = measured["plain_total_s"] - steps * plain_step
     ours_fixed = measured["stepscope_total_s"] - steps * ours_step
+    # steps that keep spatial maps (and may run the exact PCA) cost more: weigh them as a 50-step run has them
+    ours_50 = ours_fixed + 50 * ours_step
+    if measured["map_steps"] != "all":
+        from stepscope.stepspec import parse_steps
+
+        _, record = workflow_record(50)
+        map_50 = len(parse_steps(record["map_steps"], 50))
+        intervals = measured["stepscope_steps_s"]  # interval i = step i's duration
+        on_maps = [t for i, t in enumerate(intervals) if i in measured["map_steps"]]
+        elsewhere = [t for i, t in enumerate(intervals) if i not in measured["map_steps"]]
+        if on_maps and elsewhere:
+            ours_50 = (
+                ours_fixed + map_50 * statistics.mean(on_maps) + (50 - map_50) * statistics.median(elsewhere)
+            )
     return {
         "resolution": measured["resolution"],
         "steps_measured": steps,
@@ -305,9 +338,8 @@ def seed_analysis_cost(pipe, measured: dict, out: Path) -> dict:
         "decode_tiling": tiling,
         "seed_analysis_over_plain_measured": (measured["stepscope_total_s"] + decode_s)
         / measured["plain_total_s"],
-        "seed_analysis_over_plain_50_steps": (ours_fixed + 50 * (ours_step + decode_step))
-        / (plain_fixed + 50 * plain_step),
-        "decode_all_steps_over_sampling_50_steps": 50 * decode_step / (ours_fixed + 50 * ours_step),
+        "seed_analysis_over_plain_50_steps": (ours_50 + 50 * decode_step) / (plain_fixed + 50 * plain_step),
+        "decode_all_steps_over_sampling_50_steps": 50 * decode_step / ours_50,
     }
 
 
@@ -370,6 +402,12 @@ def main() -> None:
     parser.add_argument("--resolutions", default="480x832,1024x1024")
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument(
+        "--record",
+        choices=("all-maps", "workflow"),
+        default="all-maps",
+        help="all-maps: both passes, spatial maps every step; workflow: config/config.yaml's record section",
+    )
+    parser.add_argument(
         "--seed-analysis",
         action="store_true",
         help="also the whole seed analysis per sample over plain sampling",
@@ -405,7 +443,7 @@ def main() -> None:
     results = []
     for resolution in args.resolutions.split(","):
         height, width = (int(v) for v in resolution.split("x"))
-        measured = run_resolution(pipe, height, width, args.frames, args.steps, work)
+        measured = run_resolution(pipe, height, width, args.frames, args.steps, work, args.record)
         print(json.dumps({k: v for k, v in measured.items() if not k.endswith("steps_s")}), flush=True)
         results.append(measured)
     extra = decode_throughput(pipe, Path(results[0]["run_dir"]))

@@ -395,6 +395,33 @@ def test_capture_keeps_no_tokens_when_channels_are_few():
     assert wide["pca_tokens"].shape == (48, 300)
 
 
+def test_exact_pca_fallback_only_at_steps_whose_pca_maps_are_stored():
+    """At real width the exact eigendecomposition costs ~0.2 s per block: the capture keeps the tokens
+    for it only at record.map_steps; elsewhere a flat spectrum keeps the iteration's values, flagged."""
+    from stepscope.sampling.capture import CaptureSpec, Recorder
+    from stepscope.sampling.context import StepContext
+
+    grid = (4, 16, 16)
+    tokens = torch.from_numpy(_tokens_with_spectrum(SPECTRA["flat_noise"], n=1024, seed=5).astype(np.float32))
+    context = StepContext(pass_="cond", expert="dit", grid=grid)
+    recorder = Recorder(CaptureSpec(layers=(0,), map_steps=frozenset({1})), context)
+    hook = recorder._block_hook(0, "dit")
+    kept_copy = {}
+    for step in (0, 1):
+        context.step = step
+        hook(None, (), tokens[None])
+        kept_copy[step] = "pca_tokens" in recorder.pending[0][-1]
+        recorder.flush()
+    assert kept_copy == {0: False, 1: True}
+    rows = {row["step"]: row for row in recorder.rows[0]}
+    assert (rows[0]["pca_exact"], rows[0]["pca_converged"]) == (False, False)  # approximate, and flagged
+    assert (rows[1]["pca_exact"], rows[1]["pca_converged"]) == (True, False)  # the check failed: exact used
+    values = _exact(tokens.numpy().astype(np.float64))[0]
+    exact_ratios = values[:3] / values.sum()
+    np.testing.assert_allclose([rows[1][f"pca_ev{i}"] for i in (1, 2, 3)], exact_ratios, rtol=2e-3)
+    assert "L00.S0000.cond.pca" not in recorder.maps[0] and "L00.S0001.cond.pca" in recorder.maps[0]
+
+
 def test_each_seed_tool_keeps_its_own_default_negative_prompt():
     from stepscope.models.ltx import LTX_NEGATIVE_PROMPT
     from stepscope.models.wan import WAN_NEGATIVE_PROMPT

@@ -322,6 +322,7 @@ def write_activation_table(target: str | Path, rows: list[dict[str, Any]]) -> No
         "pca_ev2",
         "pca_ev3",
         "pca_exact",
+        "pca_converged",
     ]
     write_parquet(target, pd.DataFrame(rows, columns=columns))
 
