@@ -6,7 +6,7 @@
 #          480x832 with one noise_frame probe job.
 #   ltx23: real-shape LTX-2.3 (Gemma-3 in /dev/shm), the workflow at 1024x1024 (LoRA) then 480x832.
 #   seedcost: the whole seed analysis per sample over one plain sampling (gpu_overhead.py
-#          --seed-analysis --record workflow, A14B shapes at 480x832, 11 steps), then Wan2.2 through the workflow at
+#          --seed-analysis --record workflow, A14B shapes at 480x832, 9 steps), then Wan2.2 through the workflow at
 #          480x832 if time is left.
 # Stops itself inside SECONDS; what comes back is under $OUT (raw reports, logs).
 set -uo pipefail
@@ -54,7 +54,7 @@ ltx23)  # 38 + 24 GB exceed the 64 GB disk, so Gemma goes to /dev/shm (host RAM)
     report ltx23 $W/reh23
     ;;
 seedcost)
-    timeout "$(left 10)" python3 benchmarks/gpu_overhead.py --out "$OUT" --steps 11 --resolutions 480x832 --record workflow \
+    timeout "$(left 10)" python3 benchmarks/gpu_overhead.py --out "$OUT" --steps 9 --resolutions 480x832 --record workflow \
         --skip-load --seed-analysis
     echo "seed analysis cost done at ${SECONDS}s"
     if [ "$(left)" -gt 300 ]; then
