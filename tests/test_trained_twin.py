@@ -151,8 +151,10 @@ def test_smoke_piece_with_decoder_temporal_term_and_task_weights_resumes(tmp_pat
     config.dit_cycles, config.dit_task_weights = 2, "0,1,0,0,0"
     state, _ = train(config, ckpt, device="cpu", log=lambda _: None)
     decoder_rows = [row for row in state["log"] if row["stage"] == "decoder"]
-    assert [row["step"] for row in decoder_rows] == [0, 1] and all(row["temporal"] > 0 for row in decoder_rows)
-    assert state["plan"]["dit_cycles"] == [[0, 1], [1, 2]] and state["config"]["dit_task_weights"] == "0,1,0,0,0"
+    assert [row["step"] for row in decoder_rows] == [0, 1]
+    assert all(row["temporal"] > 0 for row in decoder_rows)
+    assert state["plan"]["dit_cycles"] == [[0, 1], [1, 2]]
+    assert state["config"]["dit_task_weights"] == "0,1,0,0,0"
 
 
 def test_candidate_mass_tells_the_chosen_target_from_the_other(bench):

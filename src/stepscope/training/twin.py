@@ -74,7 +74,7 @@ class TrainConfig:
     dit_cycles: int = 1  # warm restarts: each cycle warms up and decays its own cosine
     dit_batch: int = 128
     dit_lr: float = 4e-4
-    dit_task_weights: str = ""  # "w1,...,w5" in TRAIN_TASKS order: DiT batches drawn by task (empty = uniform)
+    dit_task_weights: str = ""  # "w1,...,w5" (TRAIN_TASKS order): DiT batches drawn by task; "" = uniform
     sigma_shift: float = 5.0
     switch_boundary: float = 0.875
     uncond_prob: float = 0.1
