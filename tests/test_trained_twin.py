@@ -121,6 +121,42 @@ def test_smoke_training_resumes_and_exports_a_loadable_twin(tmp_path):
     torch.testing.assert_close(loaded, saved["head.head.weight"], atol=2e-3, rtol=1e-2)  # bf16 files
 
 
+def test_task_weights_draw_each_task_as_often_as_asked():
+    from stepscope.training.twin import TRAIN_TASKS, TrainConfig, draw_batch, task_probabilities
+
+    config = TrainConfig()
+    tasks = np.repeat(np.arange(len(TRAIN_TASKS)), [10, 40, 10, 10, 10])  # D-2 has 4x the clips
+    assert task_probabilities(config, tasks) is None  # default: uniform draws, the original stream
+    config.dit_task_weights = "1,3,1,1,1"
+    probabilities = task_probabilities(config, tasks)
+    torch.manual_seed(0)
+    drawn = tasks[draw_batch(probabilities, len(tasks), 7000, "cpu").numpy()]
+    share = np.bincount(drawn, minlength=len(TRAIN_TASKS)) / len(drawn)
+    np.testing.assert_allclose(share, [1 / 7, 3 / 7, 1 / 7, 1 / 7, 1 / 7], atol=0.02)  # by task, not by clip
+    config.dit_task_weights = "1,3,1"
+    with pytest.raises(ValueError, match="5 weights"):
+        task_probabilities(config, tasks)
+
+
+def test_smoke_piece_with_decoder_temporal_term_and_task_weights_resumes(tmp_path):
+    """The piece-4 options on an old-style checkpoint: the decoder trains on with the frame-difference
+    term (logged) and a third DiT cycle draws only the weighted task."""
+    from stepscope.training.twin import TrainConfig, train
+
+    config = TrainConfig.smoke()
+    config.samples_per_task, config.dit_steps = 1, 1
+    ckpt = tmp_path / "ckpt"
+    train(config, ckpt, device="cpu", log=lambda _: None)  # an old piece: no new options
+    config.decoder_steps, config.decoder_temporal = 2, 1.0
+    config.dit_cycles, config.dit_task_weights = 2, "0,1,0,0,0"
+    state, _ = train(config, ckpt, device="cpu", log=lambda _: None)
+    decoder_rows = [row for row in state["log"] if row["stage"] == "decoder"]
+    assert [row["step"] for row in decoder_rows] == [0, 1]
+    assert all(row["temporal"] > 0 for row in decoder_rows)
+    assert state["plan"]["dit_cycles"] == [[0, 1], [1, 2]]
+    assert state["config"]["dit_task_weights"] == "0,1,0,0,0"
+
+
 def test_candidate_mass_tells_the_chosen_target_from_the_other(bench):
     folder = sample_dir(bench, "In-Domain_50", EITHER_TASK, 0)
     video = read_video(folder / "ground_truth.mp4")

@@ -18,7 +18,7 @@ next call resumes from it (the data stream is a function of the step, so pieces 
 A finished DiT stage can be trained further by raising `dit_cycles`: each new cycle warms up again
 and decays its own cosine over a step count planned like the first one (a warm restart).
 
-One module (~520 lines) on purpose: data, the three stages, checkpoints and export share one
+One module (~570 lines) on purpose: data, the three stages, checkpoints and export share one
 config and one resumable plan, and are read together when the training is reproduced.
 """
 
@@ -69,10 +69,12 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     decoder_steps: int = 0  # then the decoder alone (encoder and latents fixed)
+    decoder_temporal: float = 0.0  # weight of the frame-difference term there (VAE flicker; 0 = off)
     dit_steps: int = 12000  # per expert (per cycle)
     dit_cycles: int = 1  # warm restarts: each cycle warms up and decays its own cosine
     dit_batch: int = 128
     dit_lr: float = 4e-4
+    dit_task_weights: str = ""  # "w1,...,w5" (TRAIN_TASKS order): DiT batches drawn by task; "" = uniform
     sigma_shift: float = 5.0
     switch_boundary: float = 0.875
     uncond_prob: float = 0.1
@@ -203,8 +205,14 @@ def build_pipeline(config: TrainConfig, work: Path, device: str):
 
 
 def _vae_loss(
-    pipe, video: torch.Tensor, latent_noise: float, decoder_only: bool = False
+    pipe, video: torch.Tensor, latent_noise: float, decoder_only: bool = False, temporal: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted reconstruction + latent normalisation; `temporal` > 0 adds a frame-difference term.
+
+    The frame-difference term compares consecutive-frame changes of the reconstruction with the
+    clip's own: a decoder that flickers (changes pixels the clip keeps still, e.g. at its chunk
+    boundaries) pays for it even where each frame alone is close.
+    """
     model, scale = pipe.vae.model, pipe.vae.scale
     with torch.set_grad_enabled(not decoder_only):
         mu = model.encode(video, scale)
@@ -214,7 +222,12 @@ def _vae_loss(
     rec = (weight * ((recon - video).abs() + (recon - video) ** 2)).mean()
     dims = (0, 2, 3, 4)
     reg = (mu.mean(dims) ** 2).mean() + ((mu.var(dims) - 1.0) ** 2).mean()
-    return rec + 0.05 * reg, {"rec": float(rec.detach()), "reg": float(reg.detach())}
+    loss, parts = rec + 0.05 * reg, {"rec": float(rec.detach()), "reg": float(reg.detach())}
+    if temporal > 0:
+        change_error = (recon.diff(dim=2) - video.diff(dim=2)).abs()
+        flicker = (weight[:, :, 1:] * change_error).mean()
+        loss, parts["temporal"] = loss + temporal * flicker, float(flicker.detach())
+    return loss, parts
 
 
 def _dit_loss(pipe, expert, inputs: dict[str, Any], lo: float, hi: float) -> torch.Tensor:
@@ -222,6 +235,32 @@ def _dit_loss(pipe, expert, inputs: dict[str, Any], lo: float, hi: float) -> tor
 
     pipe.dit = expert  # FlowMatchSFTLoss calls pipe.model_fn with pipe.dit
     return FlowMatchSFTLoss(pipe, **inputs, min_timestep_boundary=lo, max_timestep_boundary=hi)
+
+
+def task_probabilities(config: TrainConfig, tasks: np.ndarray) -> torch.Tensor | None:
+    """Per-clip draw probabilities from `dit_task_weights` (None: uniform, the original stream).
+
+    A task's weight is split over its clips, so "1,3,1,1,1" draws D-2 clips three times as often
+    as each other task's whatever the clip counts.
+    """
+    if not config.dit_task_weights:
+        return None
+    weights = [float(w) for w in config.dit_task_weights.split(",")]
+    if len(weights) != len(TRAIN_TASKS) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError(
+            f"dit_task_weights={config.dit_task_weights!r}: give {len(TRAIN_TASKS)} weights >= 0 "
+            f"(not all 0), comma-separated, in this order: {', '.join(TRAIN_TASKS)}"
+        )
+    task_ids = torch.as_tensor(tasks)
+    counts = torch.bincount(task_ids, minlength=len(TRAIN_TASKS)).clamp(min=1)
+    return (torch.tensor(weights) / counts)[task_ids]
+
+
+def draw_batch(probabilities: torch.Tensor | None, n: int, batch: int, device: str) -> torch.Tensor:
+    """Clip indices of one DiT batch (uses the global torch seed, set per step)."""
+    if probabilities is None:
+        return torch.randint(0, n, (batch,), device=device)
+    return torch.multinomial(probabilities, batch, replacement=True).to(device)
 
 
 def expert_ranges(config: TrainConfig) -> dict[str, tuple[float, float]]:
@@ -276,6 +315,7 @@ def train(
     state["config"] = asdict(config)
     torch.manual_seed(config.seed)
     prompts, tasks, clips = make_training_clips(config, workers)  # before CUDA starts: workers fork
+    probabilities = task_probabilities(config, tasks)
     log(f"data: {len(clips)} clips of {clips.shape[1:]} from {len(TRAIN_TASKS)} tasks")
     pipe, _ = build_pipeline(config, Path(tempfile.mkdtemp(prefix="twin-init-")), device)
     experts = {"high_noise": pipe.dit, "low_noise": pipe.dit2}
@@ -339,7 +379,13 @@ def train(
             step = state["decoder_step"]
             generator = torch.Generator(device="cpu").manual_seed(config.seed * 1_000_003 + 3 + step)
             index = torch.randint(0, n, (config.vae_batch,), generator=generator)
-            loss, parts = _vae_loss(pipe, videos[index.to(device)], config.latent_noise, decoder_only=True)
+            loss, parts = _vae_loss(
+                pipe,
+                videos[index.to(device)],
+                config.latent_noise,
+                decoder_only=True,
+                temporal=config.decoder_temporal,
+            )
             opt["vae"].zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(decoder, 1.0)
@@ -406,7 +452,7 @@ def train(
             torch.manual_seed(config.seed * 1_000_003 + 7 + step)
             record = {"stage": "dit", "step": step}
             for name in EXPERTS:
-                index = torch.randint(0, n, (config.dit_batch,), device=device)
+                index = draw_batch(probabilities, n, config.dit_batch, device)
                 which = prompt_index[index]
                 which = torch.where(
                     torch.rand(len(index), device=device) < config.uncond_prob, negative_index, which
