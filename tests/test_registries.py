@@ -11,7 +11,7 @@ import yaml
 from conftest import REPO
 
 from stepscope.models.adapter import FamilyAdapter
-from stepscope.models.registry import FAMILY_NAMES, get_family
+from stepscope.models.registry import FAMILIES, FAMILY_NAMES, get_family
 from stepscope.models.tiny import current_class_path
 from stepscope.models.weight_layouts import LAYOUTS, SOURCES
 
@@ -62,3 +62,48 @@ def test_every_registered_adapter_fulfils_the_written_contract():
         adapter = get_family(name)
         missing = sorted(member for member in required if not hasattr(adapter, member))
         assert not missing, f"{name} lacks {missing}"
+
+
+def test_a_family_whose_package_is_missing_names_it_and_the_fix():
+    """diffsynth's LTX-2 pipeline imports PyAV; without it the first GPU job must say so, not blame
+    the weights (the GPU rehearsal's first LTX-2.3 job did)."""
+    code = (
+        "import sys; sys.modules['av'] = None\n"
+        "from stepscope.errors import StepScopeError\n"
+        "from stepscope.models.registry import get_family\n"
+        "get_family('wan2.2')\n"  # Wan does not need it
+        "try:\n    get_family('ltx2.3')\nexcept StepScopeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "ltx2.3 family needs the Python package 'av'" in result.stdout
+    assert "pip install av" in result.stdout and "envs/gpu.yaml" in result.stdout
+
+
+def test_the_gpu_environment_has_what_the_family_pipelines_import_beyond_diffsynths_requirements():
+    """Packages diffsynth lists only under an extra, yet imports for a family we drive (PyAV and
+    torchaudio for LTX-2), are in envs/gpu.yaml; PyAV also in the package's own requirements."""
+    import importlib.metadata
+    import re
+
+    def name(requirement: str) -> str:
+        return re.split(r"[ ;<>=!~\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    requires = importlib.metadata.requires("diffsynth")
+    extras_only = {name(r) for r in requires if "extra ==" in r} - {
+        name(r) for r in requires if "extra" not in r
+    }
+    modules = [FAMILIES[family].split(":")[0] for family in FAMILY_NAMES]
+    code = f"import sys; [__import__(m) for m in {modules!r}]; print(' '.join(sorted(sys.modules)))"
+    imported = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    needed = {package for package in extras_only if package.replace("-", "_") in imported}
+    assert {"av", "torchaudio"} <= needed  # what the rehearsal found; others may join
+    gpu_env = yaml.safe_load((REPO / "envs/gpu.yaml").read_text())
+    pip_lines = next(item["pip"] for item in gpu_env["dependencies"] if isinstance(item, dict))
+    declared = {name(line) for line in pip_lines if not line.startswith("-")}
+    assert needed <= declared, needed - declared
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^\s*"av",', pyproject, re.M)

@@ -26,11 +26,23 @@ FAMILY_NAMES = tuple(FAMILIES)
 
 
 def get_family(name: str) -> FamilyAdapter:
-    """The adapter for a family name; unknown names fail with the list of known ones."""
+    """The adapter for a family name; unknown names fail with the list of known ones, a missing
+    package with its name (e.g. PyAV, which diffsynth's LTX-2 pipeline imports but diffsynth itself
+    only lists under its `audio` extra: the GPU rehearsal's first LTX-2.3 job failed on it)."""
     try:
         module, attribute = FAMILIES[name].split(":")
     except KeyError:
         raise StepScopeError(
             f"unknown model family {name!r}: choose one of {', '.join(FAMILY_NAMES)}"
         ) from None
-    return getattr(importlib.import_module(module), attribute)
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] in ("stepscope",):
+            raise
+        package = error.name.split(".")[0]
+        raise StepScopeError(
+            f"the {name} family needs the Python package {package!r}, which is not installed here "
+            f"({error}): install it (pip install {package}); the GPU jobs' conda environment "
+            "envs/gpu.yaml lists it"
+        ) from error
