@@ -147,14 +147,14 @@ def timed_progress(clock: Clock):
     return wrap
 
 
-def workflow_record(steps: int):
+def workflow_record(steps: int) -> RecordSpec:
     """What the workflow records by default (config/config.yaml's `record` section), for `steps` steps."""
     import yaml
 
     from stepscope.jobs.runs import record_spec
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text())
-    return record_spec(config["record"], steps, fps=16), config["record"]
+    return record_spec(config["record"], steps, fps=16)
 
 
 def run_resolution(
@@ -180,7 +180,7 @@ def run_resolution(
     plain_total = time.perf_counter() - started
     layers = tuple(layer for layer in LAYERS if layer < len(pipe.dit.blocks)) or (0,)  # --layers below 40
     if record_mode == "workflow":
-        record, _ = workflow_record(steps)
+        record = workflow_record(steps)
         record = dataclasses.replace(record, capture=dataclasses.replace(record.capture, layers=layers))
     else:  # both CFG passes, spatial maps (and the exact-PCA fallback where needed) at every step
         record = RecordSpec(capture=CaptureSpec(layers=layers, passes=("cond", "uncond")))
@@ -319,10 +319,7 @@ def seed_analysis_cost(pipe, measured: dict, out: Path) -> dict:
     # steps that keep spatial maps (and may run the exact PCA) cost more: weigh them as a 50-step run has them
     ours_50 = ours_fixed + 50 * ours_step
     if measured["map_steps"] != "all":
-        from stepscope.stepspec import parse_steps
-
-        _, record = workflow_record(50)
-        map_50 = len(parse_steps(record["map_steps"], 50))
+        map_50 = len(workflow_record(50).capture.map_steps)
         intervals = measured["stepscope_steps_s"]  # interval i = step i's duration
         on_maps = [t for i, t in enumerate(intervals) if i in measured["map_steps"]]
         elsewhere = [t for i, t in enumerate(intervals) if i not in measured["map_steps"]]

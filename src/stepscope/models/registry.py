@@ -38,9 +38,9 @@ def get_family(name: str) -> FamilyAdapter:
     try:
         return getattr(importlib.import_module(module), attribute)
     except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] in ("stepscope",):
+        package = (error.name or "stepscope").split(".")[0]
+        if package == "stepscope":  # our own module missing: a bug, not an install problem
             raise
-        package = error.name.split(".")[0]
         raise StepScopeError(
             f"the {name} family needs the Python package {package!r}, which is not installed here "
             f"({error}): install it (pip install {package}); the GPU jobs' conda environment "
